@@ -1,0 +1,2 @@
+import Pprof
+print("demo")

@@ -1,0 +1,296 @@
+// CPU sampling: one CLOCK_THREAD_CPUTIME_ID timer per thread delivers SIGPROF
+// to that very thread after each `period` of its CPU time, so every busy
+// thread is sampled in proportion to the CPU it uses. The handler walks the
+// interrupted stack into the lock-free ring; the collector (Swift) drains it.
+// Falls back to the process-wide ITIMER_PROF where per-thread timers fail.
+#include "internal.h"
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+// Identifies our timers' signals among other SIGPROFs.
+static const int timer_cookie = 0x70707266;
+
+typedef struct thread_timer { int32_t tid; int32_t seen; timer_t timer; } thread_timer;
+
+static pthread_mutex_t session_lock = PTHREAD_MUTEX_INITIALIZER; // collector side only
+static thread_timer *timers;
+static size_t timer_count, timer_cap;
+static int64_t period_ns_cfg;
+static unsigned int jitter_seed;
+
+static _Atomic int32_t active_mode;    // cpprof_cpu_mode; read by the handler
+static int handler_installed;
+static struct sigaction previous_action;
+static int atfork_registered;
+
+static _Atomic uint64_t st_samples, st_dropped, st_unbounded, st_foreign, st_timer_errors;
+
+static CPPROF_TLS int32_t cached_tid;
+
+static int32_t current_tid(void) {
+    if (cached_tid == 0) cached_tid = (int32_t)syscall(SYS_gettid);
+    return cached_tid;
+}
+
+static void registers_from_context(void *uctx, uintptr_t *pc, uintptr_t *fp, uintptr_t *sp) {
+    ucontext_t *uc = uctx;
+#if defined(__x86_64__)
+    *pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    *fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+    *sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    *pc = (uintptr_t)uc->uc_mcontext.pc;
+    *fp = (uintptr_t)uc->uc_mcontext.regs[29];
+    *sp = (uintptr_t)uc->uc_mcontext.sp;
+#else
+#error "unsupported architecture"
+#endif
+}
+
+static int record_sample(uintptr_t pc, uintptr_t fp, uintptr_t sp, uint64_t weight) {
+    uint64_t ticket;
+    cpprof_sample *s = cpprof_ring_claim(&ticket);
+    if (s == NULL) { atomic_fetch_add_explicit(&st_dropped, 1, memory_order_relaxed); return 0; }
+    uintptr_t stack_end = 0;
+    uint32_t max = CPPROF_MAX_FRAMES;
+    if (!cpprof_stackmap_region_end(sp, &stack_end)) {
+        // Stack not in the snapshot yet (a brand new thread): keep the leaf only.
+        max = 1;
+        atomic_fetch_add_explicit(&st_unbounded, 1, memory_order_relaxed);
+    }
+    s->tid = current_tid();
+    s->weight = weight;
+    s->depth = cpprof_walk_frames(pc, fp, sp, stack_end, s->pcs, max);
+    cpprof_ring_publish(ticket);
+    atomic_fetch_add_explicit(&st_samples, 1, memory_order_relaxed);
+    return 1;
+}
+
+static void chain_previous(int sig, siginfo_t *info, void *uctx) {
+    atomic_fetch_add_explicit(&st_foreign, 1, memory_order_relaxed);
+    if (previous_action.sa_flags & SA_SIGINFO) {
+        if (previous_action.sa_sigaction != NULL) previous_action.sa_sigaction(sig, info, uctx);
+    } else if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN &&
+               previous_action.sa_handler != NULL) {
+        previous_action.sa_handler(sig);
+    }
+    // SIG_DFL would kill the process: a stray SIGPROF is ignored instead.
+}
+
+static void sigprof_handler(int sig, siginfo_t *info, void *uctx) {
+    int saved_errno = errno;
+    int32_t mode = atomic_load_explicit(&active_mode, memory_order_acquire);
+    int ours_thread = info != NULL && info->si_code == SI_TIMER && info->si_value.sival_int == timer_cookie;
+    int ours_process = mode == CPPROF_CPU_PROCESS_TIMER && info != NULL && info->si_code == SI_KERNEL;
+    if (ours_thread || ours_process) {
+        if (mode != CPPROF_CPU_OFF) {
+            uintptr_t pc, fp, sp;
+            registers_from_context(uctx, &pc, &fp, &sp);
+            uint64_t weight = 1;
+            if (ours_thread && info->si_overrun > 0) weight += (uint64_t)info->si_overrun;
+            record_sample(pc, fp, sp, weight);
+        }
+        // A late signal from a deleted timer after stop: nothing to do.
+    } else {
+        chain_previous(sig, info, uctx);
+    }
+    errno = saved_errno;
+}
+
+static int install_handler(void) {
+    if (handler_installed) return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = sigprof_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGPROF, &sa, &previous_action) != 0) return errno;
+    handler_installed = 1;
+    return 0;
+}
+
+static void after_fork_in_child(void) {
+    // Timers are not inherited; forget ours without touching the kernel.
+    pthread_mutex_init(&session_lock, NULL);
+    atomic_store(&active_mode, CPPROF_CPU_OFF);
+    free(timers);
+    timers = NULL;
+    timer_count = timer_cap = 0;
+    cached_tid = 0;
+}
+
+static int64_t random_first_expiry(void) {
+    // In (0, period]: short-lived threads are not all skipped.
+    int64_t r = (int64_t)(rand_r(&jitter_seed) % 1000) + 1;
+    return period_ns_cfg * r / 1000;
+}
+
+static int arm_thread_timer(int32_t tid, timer_t *out) {
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = SIGPROF;
+    sev.sigev_value.sival_int = timer_cookie;
+    sev._sigev_un._tid = tid; // glibc 2.36 has no sigev_notify_thread_id
+    clockid_t clock = (clockid_t)((~(uint32_t)tid) << 3) | 6; // MAKE_THREAD_CPUCLOCK(tid, SCHED)
+    timer_t timer;
+    if (timer_create(clock, &sev, &timer) != 0) return errno;
+    struct itimerspec spec;
+    int64_t first = random_first_expiry();
+    spec.it_interval.tv_sec = period_ns_cfg / 1000000000;
+    spec.it_interval.tv_nsec = period_ns_cfg % 1000000000;
+    spec.it_value.tv_sec = first / 1000000000;
+    spec.it_value.tv_nsec = first % 1000000000;
+    if (timer_settime(timer, 0, &spec, NULL) != 0) {
+        int e = errno;
+        timer_delete(timer);
+        return e;
+    }
+    *out = timer;
+    return 0;
+}
+
+static thread_timer *find_timer(int32_t tid) {
+    for (size_t i = 0; i < timer_count; i++) if (timers[i].tid == tid) return &timers[i];
+    return NULL;
+}
+
+// Caller holds session_lock.
+static int sync_threads_locked(void) {
+    if (atomic_load(&active_mode) != CPPROF_CPU_THREAD_TIMERS) return (int)timer_count;
+    DIR *dir = opendir("/proc/self/task");
+    if (dir == NULL) return (int)timer_count;
+    for (size_t i = 0; i < timer_count; i++) timers[i].seen = 0;
+    int32_t *fresh = NULL;
+    size_t fresh_count = 0, fresh_cap = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        int32_t tid = (int32_t)strtol(entry->d_name, NULL, 10);
+        thread_timer *t = find_timer(tid);
+        if (t) { t->seen = 1; continue; }
+        if (fresh_count == fresh_cap) {
+            size_t cap = fresh_cap ? fresh_cap * 2 : 64;
+            int32_t *bigger = realloc(fresh, cap * sizeof *fresh);
+            if (bigger == NULL) break;
+            fresh = bigger; fresh_cap = cap;
+        }
+        fresh[fresh_count++] = tid;
+    }
+    closedir(dir);
+    // Delete timers of threads that are gone.
+    size_t kept = 0;
+    for (size_t i = 0; i < timer_count; i++) {
+        if (timers[i].seen) timers[kept++] = timers[i];
+        else timer_delete(timers[i].timer);
+    }
+    timer_count = kept;
+    // Stacks of the threads just listed are mapped by now: refresh the map
+    // before their timers can fire, so their samples get whole stacks.
+    if (fresh_count > 0 || timer_count == 0) cpprof_stackmap_refresh();
+    for (size_t i = 0; i < fresh_count; i++) {
+        if (timer_count == timer_cap) {
+            size_t cap = timer_cap ? timer_cap * 2 : 64;
+            thread_timer *bigger = realloc(timers, cap * sizeof *timers);
+            if (bigger == NULL) break;
+            timers = bigger; timer_cap = cap;
+        }
+        timer_t timer;
+        int err = arm_thread_timer(fresh[i], &timer);
+        if (err == 0) timers[timer_count++] = (thread_timer){fresh[i], 1, timer};
+        else if (err != EINVAL && err != ESRCH) atomic_fetch_add(&st_timer_errors, 1);
+        // EINVAL/ESRCH: the thread exited between listing and arming.
+    }
+    free(fresh);
+    return (int)timer_count;
+}
+
+int cpprof_cpu_start(int64_t period_ns) {
+    if (period_ns <= 0) return EINVAL;
+    pthread_mutex_lock(&session_lock);
+    if (atomic_load(&active_mode) != CPPROF_CPU_OFF) { pthread_mutex_unlock(&session_lock); return EBUSY; }
+    int err = cpprof_ring_init();
+    if (err == 0) err = cpprof_stackmap_refresh();
+    if (err == 0) err = install_handler();
+    if (err != 0) { pthread_mutex_unlock(&session_lock); return err; }
+    if (!atfork_registered) { pthread_atfork(NULL, NULL, after_fork_in_child); atfork_registered = 1; }
+    atomic_store(&st_samples, 0); atomic_store(&st_dropped, 0); atomic_store(&st_unbounded, 0);
+    atomic_store(&st_foreign, 0); atomic_store(&st_timer_errors, 0);
+    period_ns_cfg = period_ns;
+    jitter_seed = (unsigned int)time(NULL) ^ (unsigned int)getpid();
+    cpprof_sample scratch[64];
+    while (cpprof_ring_drain(scratch, 64) > 0) {} // leftovers of a previous session
+    atomic_store(&active_mode, CPPROF_CPU_THREAD_TIMERS);
+    // Probe: can this kernel give a thread its own CPU-time timer?
+    timer_t probe;
+    if (arm_thread_timer(current_tid(), &probe) == 0) {
+        timer_delete(probe);
+        sync_threads_locked();
+    } else {
+        atomic_store(&active_mode, CPPROF_CPU_PROCESS_TIMER);
+        struct itimerval it;
+        it.it_interval.tv_sec = period_ns / 1000000000;
+        it.it_interval.tv_usec = (period_ns % 1000000000) / 1000;
+        it.it_value = it.it_interval;
+        if (setitimer(ITIMER_PROF, &it, NULL) != 0) {
+            err = errno;
+            atomic_store(&active_mode, CPPROF_CPU_OFF);
+        }
+    }
+    pthread_mutex_unlock(&session_lock);
+    return err;
+}
+
+int cpprof_cpu_sync_threads(void) {
+    pthread_mutex_lock(&session_lock);
+    int n = sync_threads_locked();
+    pthread_mutex_unlock(&session_lock);
+    return n;
+}
+
+size_t cpprof_cpu_drain(cpprof_sample *out, size_t max) {
+    return cpprof_ring_drain(out, max);
+}
+
+void cpprof_cpu_stop(void) {
+    pthread_mutex_lock(&session_lock);
+    int32_t mode = atomic_load(&active_mode);
+    // Timers go first; the handler stays installed so a pending SIGPROF is harmless.
+    if (mode == CPPROF_CPU_THREAD_TIMERS) {
+        for (size_t i = 0; i < timer_count; i++) timer_delete(timers[i].timer);
+        timer_count = 0;
+    } else if (mode == CPPROF_CPU_PROCESS_TIMER) {
+        struct itimerval off;
+        memset(&off, 0, sizeof off);
+        setitimer(ITIMER_PROF, &off, NULL);
+    }
+    atomic_store(&active_mode, CPPROF_CPU_OFF);
+    pthread_mutex_unlock(&session_lock);
+}
+
+void cpprof_cpu_get_stats(cpprof_cpu_stats *out) {
+    out->samples = atomic_load(&st_samples);
+    out->dropped_ring_full = atomic_load(&st_dropped);
+    out->stack_unbounded = atomic_load(&st_unbounded);
+    out->foreign_signals = atomic_load(&st_foreign);
+    out->timer_errors = atomic_load(&st_timer_errors);
+    out->stackmap_leaks = atomic_load(&cpprof_stackmap_leaks);
+    out->mode = atomic_load(&active_mode);
+    out->timers = (int32_t)timer_count;
+}
+
+__attribute__((noinline)) int cpprof_cpu_record_self_for_testing(void) {
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t sp = fp; // the walk starts at this frame, which is on our stack
+    int ok = cpprof_ring_init() == 0 && cpprof_stackmap_refresh() == 0;
+    return ok ? record_sample((uintptr_t)&cpprof_cpu_record_self_for_testing, fp, sp, 1) : 0;
+}

@@ -1,0 +1,12 @@
+#ifndef CPPROF_SYS_H
+#define CPPROF_SYS_H
+
+#include <stdint.h>
+
+/// gettid(2): Swift cannot call the variadic syscall().
+int32_t cpprof_gettid(void);
+
+/// Sets the calling thread's name (15 bytes at most are kept).
+void cpprof_set_thread_name(const char *name);
+
+#endif

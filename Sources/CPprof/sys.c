@@ -1,0 +1,14 @@
+#include "include/cpprof_sys.h"
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int32_t cpprof_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+
+void cpprof_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    pthread_setname_np(pthread_self(), buf);
+}
