@@ -1,0 +1,48 @@
+/// What a CPU profiling window collected, before encoding.
+struct CPUProfile: Sendable {
+    /// Sample counts per stack. Stacks are leaf first, adjusted for
+    /// symbolization (exact leaf PC, return addresses minus one).
+    var stacks: [[UInt64]: StackCounts] = [:]
+    var startWallNanoseconds: Int64 = 0
+    var durationNanoseconds: Int64 = 0
+    var periodNanoseconds: Int64 = 0
+    /// Samples lost because the handler's ring was full.
+    var droppedSamples: UInt64 = 0
+    /// Samples whose stack could not be bounded, kept as the leaf frame only.
+    var leafOnlySamples: UInt64 = 0
+    /// Whether per-thread CPU timers drove the sampling (else process-wide).
+    var perThreadTimers = true
+
+    struct StackCounts: Sendable {
+        var samples: Int64 = 0
+        var periods: Int64 = 0
+    }
+
+    mutating func add(stack: [UInt64], weight: Int64) {
+        stacks[stack, default: StackCounts()].samples += 1
+        stacks[stack, default: StackCounts()].periods += weight
+    }
+
+    var totalSamples: Int64 { stacks.values.reduce(0) { $0 + $1.samples } }
+}
+
+extension CPUProfile {
+    /// The profile in Go's shape: `samples/count` and `cpu/nanoseconds`.
+    func builder() -> ProfileBuilder {
+        var b = ProfileBuilder(
+            sampleTypes: [ValueType(type: "samples", unit: "count"), ValueType(type: "cpu", unit: "nanoseconds")],
+            periodType: ValueType(type: "cpu", unit: "nanoseconds"),
+            period: periodNanoseconds)
+        b.timeNanos = startWallNanoseconds
+        b.durationNanos = durationNanoseconds
+        // Sorted so that the same data always encodes the same bytes.
+        for (stack, counts) in stacks.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+            b.add(addresses: stack, values: [counts.samples, counts.periods * periodNanoseconds])
+        }
+        b.comments.append("swift-pprof: dropped_samples=\(droppedSamples) leaf_only_samples=\(leafOnlySamples)")
+        if !perThreadTimers {
+            b.comments.append("swift-pprof: per-thread CPU timers unavailable; sampled with the process-wide ITIMER_PROF")
+        }
+        return b
+    }
+}

@@ -1,0 +1,23 @@
+/// `/debug/pprof/profile?seconds=N`: a CPU profile of the whole process.
+enum CPUProfileEndpoint {
+    static func handle(_ request: HTTPRequest, settings: EndpointSettings, symbols: some SymbolSource,
+                       isCancelled: () -> Bool) -> HTTPResponse {
+        // Go: an unparseable or non-positive value silently means 30 s.
+        var seconds: Int64 = 30
+        if let raw = request.queryValue("seconds"), let s = parseGoInt64(raw), s > 0 { seconds = s }
+        if seconds > settings.maxProfileSeconds {
+            return .pprofError(400, "profile duration exceeds the server's maximum of \(settings.maxProfileSeconds) seconds")
+        }
+        let profile: CPUProfile
+        do {
+            profile = try CPUProfiler.shared.profile(seconds: seconds, hz: settings.cpuSamplingRate, isCancelled: isCancelled)
+        } catch {
+            return .pprofError(500, "Could not enable CPU profiling: the kernel refused the profiling timers")
+        }
+        do {
+            return .profile(filename: "profile", try profile.builder().gzipped(symbols: symbols))
+        } catch {
+            return .pprofError(500, "failed to encode profile")
+        }
+    }
+}

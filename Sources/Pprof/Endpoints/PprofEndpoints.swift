@@ -1,0 +1,91 @@
+/// Settings the endpoints need, taken from the public configuration.
+struct EndpointSettings: Sendable {
+    /// CPU samples per CPU-second per thread (Go: 100).
+    var cpuSamplingRate: Int = 100
+    /// Longest `seconds` a CPU or delta profile may ask for.
+    var maxProfileSeconds: Int64 = 300
+}
+
+/// Routes a request to the pprof endpoint that answers it, the way Go's
+/// net/http/pprof (with Go 1.23+'s ServeMux method rules) does. Independent of
+/// the HTTP server, so any router can serve the same endpoints.
+struct PprofEndpoints: Sendable {
+    static let prefix = "/debug/pprof/"
+
+    var settings: EndpointSettings
+    var symbols: Symbolizer
+    var profiles: [any NamedProfile]
+
+    init(settings: EndpointSettings, symbols: Symbolizer = .shared, profiles: [any NamedProfile]? = nil) {
+        self.settings = settings
+        self.symbols = symbols
+        self.profiles = profiles ?? Self.defaultProfiles
+    }
+
+    static var defaultProfiles: [any NamedProfile] {
+        [ContentionProfile.block, ContentionProfile.mutex]
+    }
+
+    /// `isCancelled` tells a long request (a CPU profile) that its client left.
+    func handle(_ request: HTTPRequest, isCancelled: @escaping () -> Bool = { false }) -> HTTPResponse {
+        let path = request.path
+        if path == "/debug/pprof" {
+            return .movedPermanently(to: Self.prefix)
+        }
+        guard path.hasPrefix(Self.prefix) else { return .notFound }
+        let name = String(path.dropFirst(Self.prefix.count))
+
+        let isRead = request.method == "GET" || request.method == "HEAD"
+        if name == "symbol" {
+            guard isRead || request.method == "POST" else { return .methodNotAllowed(allow: "GET, HEAD, POST") }
+            return SymbolEndpoint.handle(request, symbols: symbols)
+        }
+        guard isRead else { return .methodNotAllowed(allow: "GET, HEAD") }
+
+        switch name {
+        case "":
+            return .html(IndexPage.render(indexEntries()))
+        case "cmdline":
+            return .text(CommandLineEndpoint.arguments())
+        case "profile":
+            return CPUProfileEndpoint.handle(request, settings: settings, symbols: symbols, isCancelled: isCancelled)
+        default:
+            guard let profile = profiles.first(where: { $0.name == name }) else {
+                return .pprofError(404, "Unknown profile")
+            }
+            return NamedProfileEndpoint.handle(request, profile: profile, settings: settings, symbols: symbols,
+                                               isCancelled: isCancelled)
+        }
+    }
+
+    private func indexEntries() -> [IndexPage.Entry] {
+        var entries = profiles.map { IndexPage.Entry(name: $0.name, count: $0.count(), description: $0.description) }
+        entries.append(.init(name: "cmdline", count: 0, description: "The command line invocation of the current program"))
+        entries.append(.init(name: "profile", count: 0, description: "CPU profile. You can specify the duration in the seconds GET parameter. After you get the profile file, use the go tool pprof command to investigate the profile."))
+        entries.append(.init(name: "symbol", count: 0, description: "Maps given program counters to function names. Counters can be specified in a GET raw query or POST body, multiple counters are separated by '+'."))
+        return entries
+    }
+}
+
+/// Parses an integer the way Go's strconv.ParseInt(s, 10, 64) does: optional
+/// sign, decimal digits only, no overflow.
+func parseGoInt64(_ s: String) -> Int64? {
+    var chars = Substring(s)
+    var negative = false
+    if chars.first == "+" || chars.first == "-" {
+        negative = chars.first == "-"
+        chars = chars.dropFirst()
+    }
+    guard !chars.isEmpty, chars.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+    guard let magnitude = UInt64(chars) else { return nil }
+    if negative {
+        return magnitude <= UInt64(Int64.max) + 1 ? Int64(truncatingIfNeeded: 0 &- magnitude) : nil
+    }
+    return magnitude <= UInt64(Int64.max) ? Int64(magnitude) : nil
+}
+
+/// Go's `strconv.Atoi` with the error ignored, as pprof parses `debug` and `gc`.
+func goAtoiOrZero(_ s: String?) -> Int {
+    guard let s, let v = parseGoInt64(s), let i = Int(exactly: v) else { return 0 }
+    return i
+}
