@@ -18,10 +18,3 @@ final class HTTPServer: Sendable {
     func start() throws -> ListenAddress { .tcp(host: "", port: 0) }
     func stop() {}
 }
-struct ExecutableMapping: Sendable, Hashable { var start: UInt64; var limit: UInt64; var fileOffset: UInt64; var path: String; var buildID: String }
-struct SymbolizedFrame: Sendable, Hashable { var function: String; var systemName: String; var file: String; var line: Int; var entry: UInt64 }
-final class Symbolizer: Sendable {
-    static let shared = Symbolizer()
-    func executableMappings() -> [ExecutableMapping] { [] }
-    func frames(at address: UInt64) -> [SymbolizedFrame] { [] }
-}
