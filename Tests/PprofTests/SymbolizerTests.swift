@@ -14,13 +14,13 @@ private func address(_ pointer: UnsafeMutableRawPointer) -> UInt64 {
 }
 
 /// Returns a call address inside itself (return address - 1, as profiles
-/// pass them) and the source line of that call.
+/// pass them).
 @inline(never)
-func symbolizationProbe(_ seed: Int) -> (address: UInt64, line: Int) {
+func symbolizationProbe(_ seed: Int) -> UInt64 {
     let backtrace = unsafeBitCast(libcFunction("backtrace")!, to: BacktraceFunction.self)
     var frames = [UnsafeMutableRawPointer?](repeating: nil, count: 4 + (seed & 1))
-    let line = #line; _ = backtrace(&frames, 1)
-    return (UInt64(UInt(bitPattern: frames[0])) - 1, line)
+    _ = backtrace(&frames, 1)
+    return UInt64(UInt(bitPattern: frames[0])) - 1
 }
 
 private func readExecutablePath() -> String {
@@ -45,21 +45,17 @@ private func loadBias(ofMainProgram objects: [LoadedObject]) throws -> UInt64 {
 }
 
 @Suite struct SymbolizerTests {
-    @Test func namesAnInternalSwiftFunctionWithFileAndLine() throws {
+    @Test func namesAnInternalSwiftFunction() throws {
         let probe = symbolizationProbe(Int(getpid()))
-        let frames = Symbolizer().frames(at: probe.address)
+        let frames = Symbolizer().frames(at: probe)
         let frame = try #require(frames.last)
         #expect(frame.function.contains("PprofTests.symbolizationProbe("), "\(frame)")
         #expect(frame.systemName.hasPrefix("$s"))
-        #expect(frame.entry != 0 && frame.entry <= probe.address && probe.address - frame.entry < 4096)
+        #expect(frame.entry != 0 && frame.entry <= probe && probe - frame.entry < 4096)
         #expect(demangleSwiftSymbol(frame.systemName) == frame.function)
-        if SourceLocator.isAvailable {
-            #expect(frame.file.hasSuffix("/SymbolizerTests.swift"), "\(frame)")
-            #expect(frame.line == probe.line, "\(frame)")
-        }
         // Cached answers are the same answers.
-        #expect(Symbolizer.shared.frames(at: probe.address) == Symbolizer.shared.frames(at: probe.address))
-        #expect(Symbolizer.shared.frames(at: probe.address) == frames)
+        #expect(Symbolizer.shared.frames(at: probe) == Symbolizer.shared.frames(at: probe))
+        #expect(Symbolizer.shared.frames(at: probe) == frames)
     }
 
     @Test func namesLibcFunctionsAndReadsLibcBuildID() throws {
@@ -90,7 +86,7 @@ private func loadBias(ofMainProgram objects: [LoadedObject]) throws -> UInt64 {
         let sorted = mappings.sorted { $0.start < $1.start }
         for mapping in sorted { #expect(mapping.start < mapping.limit, "\(mapping)") }
         for (a, b) in zip(sorted, sorted.dropFirst()) { #expect(a.limit <= b.start, "\(a) overlaps \(b)") }
-        let probe = symbolizationProbe(0).address
+        let probe = symbolizationProbe(0)
         #expect(mappings.contains { $0.path == first.path && $0.start <= probe && probe < $0.limit })
     }
 
@@ -140,7 +136,7 @@ private func loadBias(ofMainProgram objects: [LoadedObject]) throws -> UInt64 {
     @Test func findsLibrariesLoadedLaterAndRateLimitsRescans() throws {
         let limited = Symbolizer(rescanInterval: .seconds(3600))
         let eager = Symbolizer(rescanInterval: .zero)
-        let probe = symbolizationProbe(0).address
+        let probe = symbolizationProbe(0)
         #expect(!limited.frames(at: probe).isEmpty && !eager.frames(at: probe).isEmpty)
         let handle = try #require(dlopen("libbz2.so.1.0", RTLD_NOW | RTLD_LOCAL))
         defer { dlclose(handle) }
@@ -172,7 +168,7 @@ private func loadBias(ofMainProgram objects: [LoadedObject]) throws -> UInt64 {
         }
         print("symbolized \(entries.count) addresses: first \(first), cached \(again)")
         #expect(named == entries.count)
-        #expect(first < .seconds(5))
+        #expect(first < .seconds(1))
         #expect(again < first)
     }
 }

@@ -2,15 +2,18 @@ import Glibc
 import Synchronization
 
 /// Names addresses of this process, in-process, so profiles leave with
-/// function names, files and lines and need no binaries on the reader's side.
+/// function names and need no binaries on the reader's side.
 ///
 /// Names come from the ELF symbol tables (.symtab and .dynsym) of each
 /// loaded object, read from disk: they name every function, including the
-/// local Swift symbols dladdr cannot see, and prefer real names over the
-/// internal aliases debug info may report (`getpid`, not `__GI___getpid`).
-/// Files, lines and inlined frames come from DWARF through the toolchain's
-/// Runtime module (SourceLocator), which also serves as the name source when
-/// the symbol tables know nothing.
+/// local Swift symbols dladdr cannot see.
+///
+/// Files and lines are not resolved (file "", line 0, no inlined frames).
+/// The toolchain's Runtime module can map addresses to lines, but it re-runs
+/// every line-number program of the image for each address: about 0.45 ms
+/// per address for this package's 79 KB test binary, growing linearly with
+/// .debug_line, i.e. tens of milliseconds per address for a real server.
+/// Doing it properly means a DWARF line-table reader indexed once per image.
 final class Symbolizer: Sendable {
     static let shared = Symbolizer()
 
@@ -51,11 +54,11 @@ final class Symbolizer: Sendable {
         let interval = rescanInterval
         return state.withLock { state in
             if let cached = state.frameCache[address] { return cached }
-            guard let image = state.image(containing: address, rescanInterval: interval) else {
+            guard let object = state.object(containing: address, rescanInterval: interval) else {
                 // Not cached: a library loaded later may yet cover it.
                 return []
             }
-            let frames = state.symbolize(address, in: image)
+            let frames = state.symbolize(address, in: object)
             if state.frameCache.count >= Symbolizer.maxCachedAddresses { state.frameCache.removeAll() }
             state.frameCache[address] = frames
             return frames
@@ -66,12 +69,6 @@ final class Symbolizer: Sendable {
     var scanCount: Int { state.withLock { $0.scanCount } }
 }
 
-/// A loaded object and its function symbols (nil when its file could not be read).
-private struct Image {
-    var object: LoadedObject
-    var symbols: FunctionSymbolTable?
-}
-
 /// Identifies a file version for the build-id cache.
 private struct FileKey: Hashable {
     var path: String
@@ -80,47 +77,48 @@ private struct FileKey: Hashable {
 }
 
 private struct State {
-    var images: [Image] = []
-    /// Every object ever seen, with its symbols: kept for the process's life.
-    var knownImages: [LoadedObject: Image] = [:]
+    var objects: [LoadedObject] = []
+    /// Symbol tables, loaded on an object's first address and kept for the
+    /// process's life; nil where the file could not be read.
+    var symbolTables: [LoadedObject: FunctionSymbolTable?] = [:]
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
     var buildIDs: [FileKey: String] = [:]
-    var sources: SourceLocator?
     var scanCount = 0
 
     /// The loaded object covering `address`. Scans the loader's list the
     /// first time, and again on a miss (a library may have been dlopen'ed),
     /// at most once per `rescanInterval`, and only if the loader's
     /// add/remove counters moved.
-    mutating func image(containing address: UInt64, rescanInterval: Duration) -> Image? {
+    mutating func object(containing address: UInt64, rescanInterval: Duration) -> LoadedObject? {
         if generation == nil { scan() }
-        if let image = images.first(where: { $0.object.contains(address) }) { return image }
+        if let object = objects.first(where: { $0.contains(address) }) { return object }
         let now = ContinuousClock.now
         if let lastScan, now - lastScan < rescanInterval { return nil }
         lastScan = now
         guard DynamicLoader.generation() != generation else { return nil }
         scan()
-        return images.first { $0.object.contains(address) }
+        return objects.first { $0.contains(address) }
     }
 
     mutating func scan() {
         let (objects, newGeneration) = DynamicLoader.objects()
         scanCount += 1
-        images = objects.map { object in
-            if let known = knownImages[object] { return known }
-            let image = Image(object: object, symbols: loadSymbols(of: object))
-            knownImages[object] = image
-            return image
-        }
+        self.objects = objects
         if generation != nil {
             // Objects came or went: cached results for reused addresses may be stale.
             frameCache.removeAll()
-            sources?.refresh()
         }
         generation = newGeneration
         lastScan = ContinuousClock.now
+    }
+
+    mutating func symbols(of object: LoadedObject) -> FunctionSymbolTable? {
+        if let known = symbolTables[object] { return known }
+        let table = loadSymbols(of: object)
+        symbolTables[object] = .some(table)
+        return table
     }
 
     func loadSymbols(of object: LoadedObject) -> FunctionSymbolTable? {
@@ -138,28 +136,10 @@ private struct State {
         return nil
     }
 
-    mutating func symbolize(_ address: UInt64, in image: Image) -> [SymbolizedFrame] {
-        if sources == nil { sources = SourceLocator() }
-        let located = sources?.frames(at: address) ?? []
-        var frames: [SymbolizedFrame] = []
-        for source in located where source.inlined && !source.rawName.isEmpty {
-            // No entry: an inlined callee has no code of its own.
-            frames.append(SymbolizedFrame(function: demangleSwiftSymbol(source.rawName), systemName: source.rawName,
-                                          file: source.file, line: source.line, entry: 0))
-        }
-        let physical = located.last { !$0.inlined }
-        if let symbol = image.symbols?.lookup(address &- image.object.bias) {
-            frames.append(SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
-                                          file: physical?.file ?? "", line: physical?.line ?? 0,
-                                          entry: symbol.address &+ image.object.bias))
-        } else if let physical, !physical.rawName.isEmpty {
-            frames.append(SymbolizedFrame(function: demangleSwiftSymbol(physical.rawName), systemName: physical.rawName,
-                                          file: physical.file, line: physical.line,
-                                          entry: physical.offset.map { address &- UInt64($0) } ?? 0))
-        } else {
-            return [] // inlined frames without their physical function would mislead
-        }
-        return frames
+    mutating func symbolize(_ address: UInt64, in object: LoadedObject) -> [SymbolizedFrame] {
+        guard let symbol = symbols(of: object)?.lookup(address &- object.bias) else { return [] }
+        return [SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
+                                file: "", line: 0, entry: symbol.address &+ object.bias)]
     }
 
     /// Build id of a mapped file, read once per file version. Falls back to
@@ -173,7 +153,7 @@ private struct State {
         var id = MappedFile(path: path).flatMap { file in ELFImage(bytes: file.bytes)?.buildID } ?? ""
         if id.isEmpty {
             if generation == nil { scan() }
-            id = images.first { $0.object.name == entry.path }?.object.buildID ?? ""
+            id = objects.first { $0.name == entry.path }?.buildID ?? ""
         }
         buildIDs[key] = id
         return id
