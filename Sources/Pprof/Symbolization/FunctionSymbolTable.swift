@@ -1,0 +1,107 @@
+import Glibc
+
+/// The function symbols of one ELF image (.symtab and .dynsym merged),
+/// sorted by address for nearest-preceding-symbol lookup.
+///
+/// .symtab matters: internal Swift functions are local symbols that dladdr,
+/// which only sees .dynsym, cannot name.
+struct FunctionSymbolTable {
+    struct Entry {
+        var address: UInt64     // st_value: an ELF virtual address
+        var end: UInt64         // address + size; for size-0 symbols the end of their section
+        var sized: Bool
+        var nameOffset: UInt64  // where the NUL-terminated name starts in the image
+    }
+
+    let image: ELFImage
+    let entries: [Entry]
+    /// Keeps the mapped file alive as long as `image` points into it.
+    let file: MappedFile?
+
+    init(image: ELFImage, file: MappedFile?) {
+        self.image = image
+        self.file = file
+        let sections = image.sectionHeaders
+        typealias Candidate = (entry: Entry, rank: (Int, Int, Int))
+        var candidates: [Candidate] = []
+        for table in sections where table.sh_type == SHT_SYMTAB || table.sh_type == SHT_DYNSYM {
+            let entrySize = table.sh_entsize
+            guard entrySize >= UInt64(MemoryLayout<Elf64_Sym>.size), Int(table.sh_link) < sections.count else { continue }
+            let strings = sections[Int(table.sh_link)]
+            for index in 0..<(table.sh_size / entrySize) {
+                guard let symbol = image.load(Elf64_Sym.self, at: table.sh_offset + index * entrySize) else { break }
+                let type = Int32(symbol.st_info & 0xf)
+                let binding = Int32(symbol.st_info >> 4)
+                let sectionIndex = Int(symbol.st_shndx)
+                guard type == STT_FUNC || type == STT_GNU_IFUNC, symbol.st_value != 0, symbol.st_name != 0,
+                      sectionIndex != Int(SHN_UNDEF), sectionIndex < Int(SHN_LORESERVE), sectionIndex < sections.count,
+                      UInt64(symbol.st_name) < strings.sh_size
+                else { continue }
+                let section = sections[sectionIndex]
+                let sectionEnd = section.sh_addr &+ section.sh_size
+                // Swift's `main` and hand-written assembly have size 0: they
+                // extend to the next symbol, but never past their section.
+                let end = symbol.st_size > 0 ? symbol.st_value &+ symbol.st_size : sectionEnd
+                guard end > symbol.st_value else { continue }
+                let nameOffset = strings.sh_offset + UInt64(symbol.st_name)
+                let rank = (symbol.st_size > 0 ? 1 : 0,
+                            -image.leadingUnderscores(at: nameOffset),
+                            binding == STB_GLOBAL ? 2 : binding == STB_WEAK ? 1 : 0)
+                candidates.append((Entry(address: symbol.st_value, end: end, sized: symbol.st_size > 0,
+                                         nameOffset: nameOffset), rank))
+            }
+        }
+        // Aliases share an address: keep the most telling name: sized, with
+        // fewest leading underscores (the weak `getpid`, not the global
+        // `__getpid`), then global before weak before local.
+        candidates.sort { $0.entry.address != $1.entry.address ? $0.entry.address < $1.entry.address : $0.rank > $1.rank }
+        var unique: [Entry] = []
+        unique.reserveCapacity(candidates.count)
+        for candidate in candidates where unique.last?.address != candidate.entry.address {
+            unique.append(candidate.entry)
+        }
+        entries = unique
+    }
+
+    /// The function containing the ELF virtual address `address`.
+    func lookup(_ address: UInt64) -> (name: String, address: UInt64)? {
+        var low = 0, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].address <= address { low = middle + 1 } else { high = middle }
+        }
+        guard low > 0 else { return nil }
+        var found: Entry?
+        if address < entries[low - 1].end {
+            found = entries[low - 1]
+        } else {
+            // A sized symbol can enclose later ones (e.g. local labels typed
+            // as functions): look a few entries back before giving up.
+            for index in stride(from: low - 2, through: max(0, low - 9), by: -1)
+            where entries[index].sized && address < entries[index].end {
+                found = entries[index]
+                break
+            }
+        }
+        guard let entry = found, let name = image.cString(at: entry.nameOffset), !name.isEmpty else { return nil }
+        return (name, entry.address)
+    }
+}
+
+extension ELFImage {
+    /// The NUL-terminated string starting at a file offset.
+    func cString(at offset: UInt64) -> String? {
+        guard offset < UInt64(bytes.count) else { return nil }
+        let tail = UnsafeRawBufferPointer(rebasing: bytes[Int(offset)...])
+        guard let length = tail.firstIndex(of: 0) else { return nil }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: tail[0..<length]), as: UTF8.self)
+    }
+
+    func leadingUnderscores(at offset: UInt64) -> Int {
+        var count = 0
+        while offset + UInt64(count) < UInt64(bytes.count), bytes[Int(offset) + count] == UInt8(ascii: "_") {
+            count += 1
+        }
+        return count
+    }
+}
