@@ -8,12 +8,12 @@ enum DemoWorkloads {
 
     /// Starts the demo's worker threads; they run until the process exits.
     static func startAll() {
-        spawn("demo-hash") { while true { checksum.add(HashWorker.hashBlocks(count: 2_000), ordering: .relaxed) } }
-        spawn("demo-sort") { while true { checksum.add(SortWorker.sortRandomArrays(count: 20), ordering: .relaxed) } }
-        spawn("demo-primes") { while true { checksum.add(PrimeWorker.countPrimes(below: 200_000), ordering: .relaxed) } }
+        spawn("demo-hash") { while true { checksum.wrappingAdd(HashWorker.hashBlocks(count: 2_000), ordering: .relaxed) } }
+        spawn("demo-sort") { while true { checksum.wrappingAdd(SortWorker.sortRandomArrays(count: 20), ordering: .relaxed) } }
+        spawn("demo-primes") { while true { checksum.wrappingAdd(PrimeWorker.countPrimes(below: 200_000), ordering: .relaxed) } }
         spawn("demo-text") {
             while true {
-                checksum.add(TextWorker.renderReport(rows: 500), ordering: .relaxed)
+                checksum.wrappingAdd(TextWorker.renderReport(rows: 500), ordering: .relaxed)
                 usleep(2_000) // mostly busy, sometimes idle: a realistic mix
             }
         }

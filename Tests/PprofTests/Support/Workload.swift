@@ -47,6 +47,10 @@ final class MeasuredWorkload: Sendable {
         spawn { w in w.gammaLoop() }
     }
 
+    func startGammaOnly() {
+        spawn { w in w.gammaLoop() }
+    }
+
     func stop() {
         stopFlag.store(true, ordering: .sequentiallyConsistent)
         while running.load(ordering: .sequentiallyConsistent) > 0 { usleep(1000) }
@@ -71,7 +75,7 @@ final class MeasuredWorkload: Sendable {
         let t0 = threadCPUNanoseconds()
         let r = body()
         counter.add(threadCPUNanoseconds() - t0, ordering: .relaxed)
-        sink.add(r, ordering: .relaxed)
+        sink.wrappingAdd(r, ordering: .relaxed)
     }
 
     private func spawn(_ body: @escaping @Sendable (MeasuredWorkload) -> Void) {
