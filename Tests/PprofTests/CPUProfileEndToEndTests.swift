@@ -10,126 +10,132 @@ private func nanoseconds(_ text: String) -> Double? {
     return nil
 }
 
-@Suite("CPU profile, end to end through go tool pprof", .serialized)
-struct CPUProfileEndToEndTests {
-    @Test("the CPU split across functions and threads matches each thread's own CPU clock")
-    func cpuSplitMatchesGroundTruth() throws {
-        let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
-        defer { server.stop() }
-        let workload = MeasuredWorkload()
-        workload.start()
-        let output: String
-        do {
-            defer { workload.stop() }
-            output = try GoPprof.run(["-traces", "\(server.baseURL!)/debug/pprof/profile?seconds=4"])
-        }
-        let traces = GoPprof.parseTraces(output)
-        var profiled = ["spinAlpha": 0.0, "spinBeta": 0.0, "spinGamma": 0.0]
-        var sawCaller = false
-        for trace in traces {
-            guard let ns = nanoseconds(trace.value) else { continue }
-            for name in profiled.keys where trace.functions.first(where: { $0.contains(name) }) != nil {
-                profiled[name]! += ns
-                // The walk must reach past the leaf into the loop that called it.
-                if trace.functions.contains(where: { $0.contains("mixedLoop") || $0.contains("gammaLoop") }) { sawCaller = true }
+extension CPUSamplingTests {
+    @Suite("CPU profile, end to end through go tool pprof", .serialized)
+    struct CPUProfileEndToEndTests {
+        @Test("the CPU split across functions and threads matches each thread's own CPU clock")
+        func cpuSplitMatchesGroundTruth() throws {
+            let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+            defer { server.stop() }
+            let workload = MeasuredWorkload()
+            workload.start()
+            // The ground truth is what the burners got while sampling was on:
+            // other tests share these two cores, so shares drift over time.
+            let window = SamplingWindowWatcher(workload)
+            let output: String
+            do {
+                defer { workload.stop() }
+                output = try GoPprof.run(["-traces", "\(server.baseURL!)/debug/pprof/profile?seconds=4"])
+                window.waitForEnd()
+            }
+            let traces = GoPprof.parseTraces(output)
+            var profiled = ["spinAlpha": 0.0, "spinBeta": 0.0, "spinGamma": 0.0]
+            var sawCaller = false
+            for trace in traces {
+                guard let ns = nanoseconds(trace.value) else { continue }
+                for name in profiled.keys where trace.functions.first(where: { $0.contains(name) }) != nil {
+                    profiled[name]! += ns
+                    // The walk must reach past the leaf into the loop that called it.
+                    if trace.functions.contains(where: { $0.contains("mixedLoop") || $0.contains("gammaLoop") }) { sawCaller = true }
+                    // Names are demangled Swift, not the mangled symbol.
+                    #expect(!trace.functions.contains { $0.hasPrefix("$s") }, "mangled name in \(trace.functions)")
+                }
+            }
+            let truth = window.truth()
+            let truthTotal = truth.values.reduce(0, +)
+            let profiledTotal = profiled.values.reduce(0, +)
+            #expect(truthTotal > 0, "the sampling window was not observed")
+            // At 100 Hz, 4 s of two busy threads is up to ~800 samples; ask for far fewer.
+            #expect(profiledTotal >= 50 * 10_000_000, "too little workload CPU in the profile:\n\(output.prefix(2000))")
+            #expect(sawCaller, "no stack reached the calling loop:\n\(output.prefix(2000))")
+            for name in truth.keys {
+                let want = truth[name]! / truthTotal
+                let got = profiled[name]! / max(profiledTotal, 1)
+                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth)")
             }
         }
-        let truth = [
-            "spinAlpha": Double(workload.alphaNanos.load(ordering: .relaxed)),
-            "spinBeta": Double(workload.betaNanos.load(ordering: .relaxed)),
-            "spinGamma": Double(workload.gammaNanos.load(ordering: .relaxed)),
-        ]
-        let profiledTotal = profiled.values.reduce(0, +)
-        let truthTotal = truth.values.reduce(0, +)
-        // At 100 Hz, 4 s of two busy threads is up to ~800 samples; ask for far fewer.
-        #expect(profiledTotal >= 50 * 10_000_000, "too little workload CPU in the profile:\n\(output.prefix(2000))")
-        #expect(sawCaller, "no stack reached the calling loop:\n\(output.prefix(2000))")
-        for name in truth.keys {
-            let want = truth[name]! / truthTotal
-            let got = profiled[name]! / max(profiledTotal, 1)
-            #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want)")
-        }
-    }
 
-    @Test("the profile decodes as Go's CPU profile shape, with mappings and names")
-    func profileShape() throws {
-        let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
-        defer { server.stop() }
-        let workload = MeasuredWorkload()
-        workload.start()
-        let response: RawHTTPResponse
-        do {
+        @Test("the profile decodes as Go's CPU profile shape, with mappings and names")
+        func profileShape() throws {
+            let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+            defer { server.stop() }
+            let workload = MeasuredWorkload()
+            workload.start()
+            let response: RawHTTPResponse
+            do {
+                defer { workload.stop() }
+                response = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/profile?seconds=1")
+            }
+            #expect(response.status == 200)
+            #expect(response.header("Content-Type") == "application/octet-stream")
+            #expect(response.header("Content-Disposition") == "attachment; filename=\"profile\"")
+            #expect(response.body.starts(with: [0x1f, 0x8b]))
+            let p = try DecodedProfile(gzipped: response.body)
+            #expect(p.sampleTypes.map { "\(p.string($0.type))/\(p.string($0.unit))" } == ["samples/count", "cpu/nanoseconds"])
+            #expect(p.string(p.periodType.type) == "cpu" && p.string(p.periodType.unit) == "nanoseconds")
+            #expect(p.period == 10_000_000)
+            #expect(p.timeNanos > 0 && p.durationNanos >= 900_000_000)
+            #expect(p.mappings.first.map { p.string($0.filename) } == (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")))
+            #expect(p.mappings.enumerated().allSatisfy { $0.element.id == UInt64($0.offset + 1) })
+            #expect(p.locations.enumerated().allSatisfy { $0.element.id == UInt64($0.offset + 1) })
+            #expect(p.functions.enumerated().allSatisfy { $0.element.id == UInt64($0.offset + 1) })
+            // cpu/nanoseconds is whole periods, at least one per sample (more where the timer overran).
+            #expect(p.samples.allSatisfy { $0.values.count == 2 && $0.values[1] >= $0.values[0] * 10_000_000 && $0.values[1] % 10_000_000 == 0 })
+            let main = p.mappings[0]
+            #expect(main.hasFunctions)
+            #expect(!p.string(main.buildID).isEmpty)
+            let burner = p.functions.first { p.string($0.name).contains("spinAlpha") }
+            #expect(burner != nil)
+            if let burner {
+                #expect(p.string(burner.systemName).hasPrefix("$s"), "system_name keeps the mangled symbol")
+            }
+            #expect(p.comments.contains { p.string($0).contains("dropped_samples=") })
+        }
+
+        @Test("two overlapping CPU profile requests both succeed from one sampling session")
+        func concurrentRequestsShareOneSession() throws {
+            let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+            defer { server.stop() }
+            let workload = MeasuredWorkload()
+            workload.start()
             defer { workload.stop() }
-            response = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/profile?seconds=1")
-        }
-        #expect(response.status == 200)
-        #expect(response.header("Content-Type") == "application/octet-stream")
-        #expect(response.header("Content-Disposition") == "attachment; filename=\"profile\"")
-        #expect(response.body.starts(with: [0x1f, 0x8b]))
-        let p = try DecodedProfile(gzipped: response.body)
-        #expect(p.sampleTypes.map { "\(p.string($0.type))/\(p.string($0.unit))" } == ["samples/count", "cpu/nanoseconds"])
-        #expect(p.string(p.periodType.type) == "cpu" && p.string(p.periodType.unit) == "nanoseconds")
-        #expect(p.period == 10_000_000)
-        #expect(p.timeNanos > 0 && p.durationNanos >= 900_000_000)
-        #expect(p.mappings.first.map { p.string($0.filename) } == (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")))
-        #expect(p.mappings.enumerated().allSatisfy { $0.element.id == UInt64($0.offset + 1) })
-        #expect(p.locations.enumerated().allSatisfy { $0.element.id == UInt64($0.offset + 1) })
-        #expect(p.functions.enumerated().allSatisfy { $0.element.id == UInt64($0.offset + 1) })
-        #expect(p.samples.allSatisfy { $0.values.count == 2 && $0.values[1] == $0.values[0] * 10_000_000 })
-        let main = p.mappings[0]
-        #expect(main.hasFunctions)
-        #expect(!p.string(main.buildID).isEmpty)
-        let burner = p.functions.first { p.string($0.name).contains("spinAlpha") }
-        #expect(burner != nil)
-        if let burner {
-            #expect(p.string(burner.systemName).hasPrefix("$s"), "system_name keeps the mangled symbol")
-        }
-        #expect(p.comments.contains { p.string($0).contains("dropped_samples=") })
-    }
-
-    @Test("two overlapping CPU profile requests both succeed from one sampling session")
-    func concurrentRequestsShareOneSession() throws {
-        let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
-        defer { server.stop() }
-        let workload = MeasuredWorkload()
-        workload.start()
-        defer { workload.stop() }
-        let port = server.port!
-        let results = ResultBox()
-        let group = DispatchGroup()
-        for seconds in [2, 1] {
-            group.enter()
-            DispatchQueue.global().async {
-                let r = try? RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=\(seconds)")
-                results.append(r)
-                group.leave()
+            let port = server.port!
+            let results = ResultBox()
+            let group = DispatchGroup()
+            for seconds in [2, 1] {
+                group.enter()
+                DispatchQueue.global().async {
+                    let r = try? RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=\(seconds)")
+                    results.append(r)
+                    group.leave()
+                }
+            }
+            #expect(group.wait(timeout: .now() + 60) == .success)
+            let responses = results.all
+            #expect(responses.count == 2)
+            for r in responses {
+                #expect(r?.status == 200)
+                let p = try DecodedProfile(gzipped: r?.body ?? [])
+                #expect(!p.samples.isEmpty)
             }
         }
-        #expect(group.wait(timeout: .now() + 60) == .success)
-        let responses = results.all
-        #expect(responses.count == 2)
-        for r in responses {
-            #expect(r?.status == 200)
-            let p = try DecodedProfile(gzipped: r?.body ?? [])
-            #expect(!p.samples.isEmpty)
-        }
-    }
 
-    @Test("a client that disconnects ends its profile early and sampling stops")
-    func disconnectEndsProfile() throws {
-        let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
-        defer { server.stop() }
-        let fd = try RawHTTPClient.connect(port: server.port!)
-        let request = Array("GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        // Wait until sampling has started, then hang up.
-        var stats = cpprof_cpu_stats_snapshot()
-        for _ in 0..<100 where stats.mode == 0 { usleep(20_000); stats = cpprof_cpu_stats_snapshot() }
-        #expect(stats.mode != 0, "sampling never started")
-        close(fd)
-        for _ in 0..<100 where stats.mode != 0 { usleep(50_000); stats = cpprof_cpu_stats_snapshot() }
-        #expect(stats.mode == 0, "sampling still running 5 s after the only client left")
-        #expect(stats.timers == 0)
+        @Test("a client that disconnects ends its profile early and sampling stops")
+        func disconnectEndsProfile() throws {
+            let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+            defer { server.stop() }
+            let fd = try RawHTTPClient.connect(port: server.port!)
+            let request = Array("GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            // Wait until sampling has started, then hang up.
+            var stats = cpprof_cpu_stats_snapshot()
+            for _ in 0..<100 where stats.mode == 0 { usleep(20_000); stats = cpprof_cpu_stats_snapshot() }
+            #expect(stats.mode != 0, "sampling never started")
+            close(fd)
+            for _ in 0..<100 where stats.mode != 0 { usleep(50_000); stats = cpprof_cpu_stats_snapshot() }
+            #expect(stats.mode == 0, "sampling still running 5 s after the only client left")
+            #expect(stats.timers == 0)
+        }
     }
 }
 
@@ -139,6 +145,38 @@ private func cpprof_cpu_stats_snapshot() -> cpprof_cpu_stats {
     var s = cpprof_cpu_stats()
     cpprof_cpu_get_stats(&s)
     return s
+}
+
+/// Records the workload's ground truth when CPU sampling starts and stops.
+private final class SamplingWindowWatcher: @unchecked Sendable {
+    private let lock = NSLock()
+    private var atStart: [String: Double]?
+    private var atEnd: [String: Double]?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ workload: MeasuredWorkload) {
+        Thread {
+            var wasOn = false
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                let on = cpprof_cpu_stats_snapshot().mode != 0
+                if on && !wasOn { self.lock.withLock { self.atStart = workload.totals() } }
+                if !on && wasOn { self.lock.withLock { self.atEnd = workload.totals() }; break }
+                wasOn = on
+                usleep(1_000)
+            }
+            self.done.signal()
+        }.start()
+    }
+
+    func waitForEnd() { _ = done.wait(timeout: .now() + 60) }
+
+    func truth() -> [String: Double] {
+        lock.withLock {
+            guard let a = atStart, let b = atEnd else { return [:] }
+            return b.merging(a) { $0 - $1 }
+        }
+    }
 }
 
 private final class ResultBox: @unchecked Sendable {

@@ -4,74 +4,76 @@ import Testing
 @testable import Pprof
 
 /// The sampler itself, without HTTP: thread coverage and clean stops.
-@Suite("CPU profiler", .serialized)
-struct CPUProfilerTests {
-    private func functionNames(in profile: CPUProfile) -> [String: Int64] {
-        var names: [String: Int64] = [:]
-        for (stack, counts) in profile.stacks {
-            let fns = Set(stack.flatMap { Symbolizer.shared.frames(at: $0).map(\.function) })
-            for f in fns { names[f, default: 0] += counts.samples }
+extension CPUSamplingTests {
+    @Suite("CPU profiler", .serialized)
+    struct CPUProfilerTests {
+        private func functionNames(in profile: CPUProfile) -> [String: Int64] {
+            var names: [String: Int64] = [:]
+            for (stack, counts) in profile.stacks {
+                let fns = Set(stack.flatMap { Symbolizer.shared.frames(at: $0).map(\.function) })
+                for f in fns { names[f, default: 0] += counts.samples }
+            }
+            return names
         }
-        return names
-    }
 
-    @Test("a thread started during a profile is sampled too")
-    func threadStartedDuringProfile() throws {
-        let workload = MeasuredWorkload()
-        let starter = Thread {
-            usleep(300_000)
-            workload.startGammaOnly()
+        @Test("a thread started during a profile is sampled too")
+        func threadStartedDuringProfile() throws {
+            let workload = MeasuredWorkload()
+            let starter = Thread {
+                usleep(300_000)
+                workload.startGammaOnly()
+            }
+            starter.start()
+            defer { workload.stop() }
+            let profile = try CPUProfiler.shared.profile(seconds: 2, hz: 100, isCancelled: { false })
+            let names = functionNames(in: profile)
+            let gamma = names.first { $0.key.contains("spinGamma") }?.value ?? 0
+            #expect(gamma >= 20, "spinGamma samples: \(gamma); names: \(names.keys.sorted().prefix(20))")
         }
-        starter.start()
-        defer { workload.stop() }
-        let profile = try CPUProfiler.shared.profile(seconds: 2, hz: 100, isCancelled: { false })
-        let names = functionNames(in: profile)
-        let gamma = names.first { $0.key.contains("spinGamma") }?.value ?? 0
-        #expect(gamma >= 20, "spinGamma samples: \(gamma); names: \(names.keys.sorted().prefix(20))")
-    }
 
-    @Test("stopping leaves no timer, no pending SIGPROF, and the handler harmless")
-    func stopLeavesNothing() throws {
-        let workload = MeasuredWorkload()
-        workload.start()
-        defer { workload.stop() }
-        let profile = try CPUProfiler.shared.profile(seconds: 1, hz: 250, isCancelled: { false })
-        #expect(profile.totalSamples > 0)
-        var stats = cpprof_cpu_stats()
-        cpprof_cpu_get_stats(&stats)
-        #expect(stats.mode == 0 && stats.timers == 0)
-        let timers = String(decoding: readWholeFile("/proc/self/timers") ?? [], as: UTF8.self)
-        #expect(!timers.contains("signal: \(SIGPROF)/"), "a SIGPROF timer is left:\n\(timers)")
-        // A stray SIGPROF after stopping must not kill the process.
-        pthread_kill(pthread_self(), SIGPROF)
-        usleep(10_000)
-    }
+        @Test("stopping leaves no timer, no pending SIGPROF, and the handler harmless")
+        func stopLeavesNothing() throws {
+            let workload = MeasuredWorkload()
+            workload.start()
+            defer { workload.stop() }
+            let profile = try CPUProfiler.shared.profile(seconds: 1, hz: 250, isCancelled: { false })
+            #expect(profile.totalSamples > 0)
+            var stats = cpprof_cpu_stats()
+            cpprof_cpu_get_stats(&stats)
+            #expect(stats.mode == 0 && stats.timers == 0)
+            let timers = String(decoding: readWholeFile("/proc/self/timers") ?? [], as: UTF8.self)
+            #expect(!timers.contains("signal: \(SIGPROF)/"), "a SIGPROF timer is left:\n\(timers)")
+            // A stray SIGPROF after stopping must not kill the process.
+            pthread_kill(pthread_self(), SIGPROF)
+            usleep(10_000)
+        }
 
-    @Test("a cancelled profile ends early")
-    func cancellation() throws {
-        let start = Clock.monotonicNanoseconds()
-        let calls = LockedCounter()
-        _ = try CPUProfiler.shared.profile(seconds: 30, hz: 100, isCancelled: { calls.increment() > 3 })
-        #expect(Clock.monotonicNanoseconds() - start < 10_000_000_000)
-    }
+        @Test("a cancelled profile ends early")
+        func cancellation() throws {
+            let start = Clock.monotonicNanoseconds()
+            let calls = LockedCounter()
+            _ = try CPUProfiler.shared.profile(seconds: 30, hz: 100, isCancelled: { calls.increment() > 3 })
+            #expect(Clock.monotonicNanoseconds() - start < 10_000_000_000)
+        }
 
-    @Test("the handler's frame walk records the calling thread's real stack")
-    func recordSelf() {
-        var stats = cpprof_cpu_stats()
-        cpprof_cpu_get_stats(&stats)
-        guard stats.mode == 0 else { return }
-        #expect(cpprof_cpu_record_self_for_testing() == 1)
-        let buffer = UnsafeMutablePointer<cpprof_sample>.allocate(capacity: 64)
-        defer { buffer.deallocate() }
-        let n = cpprof_cpu_drain(buffer, 64)
-        #expect(n >= 1)
-        guard n >= 1 else { return }
-        let depth = Int(buffer[n - 1].depth)
-        #expect(depth >= 3, "only \(depth) frames")
-        let pcs = withUnsafeBytes(of: &buffer[n - 1].pcs) { Array($0.bindMemory(to: UInt64.self).prefix(depth)) }
-        let names = pcs.enumerated().flatMap { i, pc in Symbolizer.shared.frames(at: i == 0 ? pc : pc - 1).map(\.function) }
-        #expect(names.first == "cpprof_cpu_record_self_for_testing")
-        #expect(names.contains { $0.contains("recordSelf") }, "\(names)")
+        @Test("the handler's frame walk records the calling thread's real stack")
+        func recordSelf() {
+            var stats = cpprof_cpu_stats()
+            cpprof_cpu_get_stats(&stats)
+            guard stats.mode == 0 else { return }
+            #expect(cpprof_cpu_record_self_for_testing() == 1)
+            let buffer = UnsafeMutablePointer<cpprof_sample>.allocate(capacity: 64)
+            defer { buffer.deallocate() }
+            let n = cpprof_cpu_drain(buffer, 64)
+            #expect(n >= 1)
+            guard n >= 1 else { return }
+            let depth = Int(buffer[n - 1].depth)
+            #expect(depth >= 3, "only \(depth) frames")
+            let pcs = withUnsafeBytes(of: &buffer[n - 1].pcs) { Array($0.bindMemory(to: UInt64.self).prefix(depth)) }
+            let names = pcs.enumerated().flatMap { i, pc in Symbolizer.shared.frames(at: i == 0 ? pc : pc - 1).map(\.function) }
+            #expect(names.first == "cpprof_cpu_record_self_for_testing")
+            #expect(names.contains { $0.contains("recordSelf") }, "\(names)")
+        }
     }
 }
 

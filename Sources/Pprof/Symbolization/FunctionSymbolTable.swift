@@ -15,6 +15,8 @@ struct FunctionSymbolTable {
 
     let image: ELFImage
     let entries: [Entry]
+    /// Linker-made code without symbols (PLT stubs): named after their section.
+    let stubSections: [(start: UInt64, end: UInt64, name: String)]
     /// Keeps the mapped file alive as long as `image` points into it.
     let file: MappedFile?
 
@@ -61,6 +63,17 @@ struct FunctionSymbolTable {
             unique.append(candidate.entry)
         }
         entries = unique
+        var stubs: [(start: UInt64, end: UInt64, name: String)] = []
+        let namesIndex = Int(image.header.e_shstrndx)
+        if namesIndex > 0, namesIndex < sections.count {
+            let names = sections[namesIndex]
+            for section in sections where section.sh_size > 0 && section.sh_name > 0 {
+                guard let name = image.cString(at: names.sh_offset + UInt64(section.sh_name)),
+                      name == ".plt" || name == ".plt.sec" || name == ".plt.got" || name == ".iplt" else { continue }
+                stubs.append((section.sh_addr, section.sh_addr &+ section.sh_size, "[\(name)]"))
+            }
+        }
+        stubSections = stubs
     }
 
     /// The function containing the ELF virtual address `address`.
@@ -69,6 +82,9 @@ struct FunctionSymbolTable {
         while low < high {
             let middle = (low + high) / 2
             if entries[middle].address <= address { low = middle + 1 } else { high = middle }
+        }
+        if let stub = stubSections.first(where: { $0.start <= address && address < $0.end }) {
+            return (stub.name, stub.start)
         }
         guard low > 0 else { return nil }
         var found: Entry?

@@ -1,3 +1,4 @@
+import Testing
 import Glibc
 import Synchronization
 
@@ -45,6 +46,13 @@ final class MeasuredWorkload: Sendable {
     func start() {
         spawn { w in w.mixedLoop() }
         spawn { w in w.gammaLoop() }
+    }
+
+    /// Per-burner CPU nanoseconds so far: alpha, beta, gamma.
+    func totals() -> [String: Double] {
+        ["spinAlpha": Double(alphaNanos.load(ordering: .relaxed)),
+         "spinBeta": Double(betaNanos.load(ordering: .relaxed)),
+         "spinGamma": Double(gammaNanos.load(ordering: .relaxed))]
     }
 
     func startGammaOnly() {
@@ -95,3 +103,7 @@ final class ThreadBody: Sendable {
     let run: @Sendable () -> Void
     init(_ run: @escaping @Sendable () -> Void) { self.run = run }
 }
+
+/// Every test that starts CPU sampling lives under this suite: sampling is
+/// process-wide, so these tests must not run at the same time as each other.
+@Suite("CPU sampling", .serialized) enum CPUSamplingTests {}
