@@ -6,6 +6,10 @@ let package = Package(
     products: [
         .library(name: "Pprof", targets: ["Pprof"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+    ],
     targets: [
         // Everything that runs inside a signal handler lives here, in C.
         .target(
@@ -15,7 +19,11 @@ let package = Package(
         ),
         .target(
             name: "Pprof",
-            dependencies: ["CPprof"],
+            dependencies: [
+                "CPprof",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
@@ -26,7 +34,11 @@ let package = Package(
         ),
         .testTarget(
             name: "PprofTests",
-            dependencies: ["Pprof", "CPprof"],
+            dependencies: [
+                "Pprof", "CPprof",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

@@ -1,39 +1,117 @@
+import Glibc
+
 extension PprofServer {
-    /// How the pprof server listens and samples.
+    /// How the pprof server listens, samples and protects its endpoints.
     public struct Configuration: Sendable, Hashable {
         /// The address to listen on: an IPv4 or IPv6 literal, or `localhost`.
         /// Defaults to loopback (`127.0.0.1`): profiles reveal code and data.
         public var host: String
         /// The TCP port; 0 picks a free one (see ``PprofServer/port``).
         public var port: Int
+        /// When set, listen on this Unix-domain socket (created with mode
+        /// 0600) instead of TCP; `host` and `port` are then ignored.
+        public var unixSocketPath: String?
+        /// When set, every request must send `Authorization: Bearer <token>`;
+        /// others get `401 Unauthorized`. Compared in constant time.
+        public var bearerToken: String?
         /// CPU samples per CPU-second of each thread. Go uses 100; the kernel
         /// delivers at most its tick rate (often 250).
         public var cpuSamplingRate: Int
         /// The longest `seconds` a profile request may ask for.
         public var maxProfileSeconds: Int
+        /// Connections served at once; one more gets `503`.
+        public var maxConnections: Int
 
         /// - Parameters:
         ///   - host: IPv4/IPv6 literal or `localhost`; default `127.0.0.1`.
         ///   - port: default 6060, as in Go's examples; 0 picks a free port.
-        public init(host: String = "127.0.0.1", port: Int = 6060, cpuSamplingRate: Int = 100, maxProfileSeconds: Int = 300) {
+        public init(host: String = "127.0.0.1", port: Int = 6060, unixSocketPath: String? = nil,
+                    bearerToken: String? = nil, cpuSamplingRate: Int = 100, maxProfileSeconds: Int = 300,
+                    maxConnections: Int = 16) {
             self.host = host
             self.port = port
+            self.unixSocketPath = unixSocketPath
+            self.bearerToken = bearerToken
             self.cpuSamplingRate = cpuSamplingRate
             self.maxProfileSeconds = maxProfileSeconds
+            self.maxConnections = maxConnections
         }
 
-        /// Parses `HOST:PORT` (`[::1]:6060` for IPv6), as taken by command-line flags.
+        /// Parses a listen address: `HOST:PORT` (`[::1]:6060` for IPv6) or
+        /// `unix:/path/to/socket`, as taken by command-line flags.
         public init(listenAddress: String) throws(PprofServerError) {
-            guard let colon = listenAddress.lastIndex(of: ":") else {
-                throw PprofServerError(kind: .invalidAddress, message: "expected HOST:PORT, got \"\(listenAddress)\"")
+            self.init()
+            try setListenAddress(listenAddress)
+        }
+
+        mutating func setListenAddress(_ text: String) throws(PprofServerError) {
+            if text.hasPrefix("unix:") {
+                let path = String(text.dropFirst(5))
+                guard !path.isEmpty else {
+                    throw PprofServerError(kind: .invalidAddress, message: "expected unix:/path, got \"\(text)\"")
+                }
+                unixSocketPath = path
+                return
             }
-            var host = String(listenAddress[..<colon])
-            let portText = listenAddress[listenAddress.index(after: colon)...]
+            guard let colon = text.lastIndex(of: ":") else {
+                throw PprofServerError(kind: .invalidAddress, message: "expected HOST:PORT, got \"\(text)\"")
+            }
+            var host = String(text[..<colon])
+            let portText = text[text.index(after: colon)...]
             if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
             guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else {
-                throw PprofServerError(kind: .invalidAddress, message: "expected HOST:PORT, got \"\(listenAddress)\"")
+                throw PprofServerError(kind: .invalidAddress, message: "expected HOST:PORT, got \"\(text)\"")
             }
-            self.init(host: host, port: port)
+            self.host = host
+            self.port = port
+            self.unixSocketPath = nil
         }
+
+        /// Reads the configuration ops can set without a code change:
+        ///
+        /// | variable | meaning |
+        /// |---|---|
+        /// | `PPROF_ENABLED` | `0`, `false`, `no` or `off`: do not serve (returns nil) |
+        /// | `PPROF_LISTEN` | `HOST:PORT` or `unix:/path` |
+        /// | `PPROF_BEARER_TOKEN` | require this bearer token |
+        /// | `PPROF_MAX_PROFILE_SECONDS` | the longest profile a request may ask for |
+        /// | `PPROF_CPU_SAMPLING_RATE` | CPU samples per CPU-second per thread |
+        ///
+        /// Variables not set keep the values of `defaults`.
+        /// - Returns: nil when `PPROF_ENABLED` switches serving off.
+        /// - Throws: ``PprofServerError`` with kind `.invalidConfiguration`
+        ///   naming the variable whose value is not valid.
+        public static func fromEnvironment(defaults: Configuration = Configuration()) throws(PprofServerError) -> Configuration? {
+            try fromEnvironment(defaults: defaults, lookup: { name in getenv(name).map { String(cString: $0) } })
+        }
+
+        static func fromEnvironment(defaults: Configuration,
+                                    lookup: (String) -> String?) throws(PprofServerError) -> Configuration? {
+            var c = defaults
+            if let enabled = lookup("PPROF_ENABLED")?.lowercased() {
+                switch enabled {
+                case "0", "false", "no", "off": return nil
+                case "1", "true", "yes", "on", "": break
+                default: throw .invalidConfiguration("PPROF_ENABLED", enabled)
+                }
+            }
+            if let listen = lookup("PPROF_LISTEN"), !listen.isEmpty { try c.setListenAddress(listen) }
+            if let token = lookup("PPROF_BEARER_TOKEN"), !token.isEmpty { c.bearerToken = token }
+            if let text = lookup("PPROF_MAX_PROFILE_SECONDS") {
+                guard let v = Int(text), v > 0 else { throw .invalidConfiguration("PPROF_MAX_PROFILE_SECONDS", text) }
+                c.maxProfileSeconds = v
+            }
+            if let text = lookup("PPROF_CPU_SAMPLING_RATE") {
+                guard let v = Int(text), (1...1000).contains(v) else { throw .invalidConfiguration("PPROF_CPU_SAMPLING_RATE", text) }
+                c.cpuSamplingRate = v
+            }
+            return c
+        }
+    }
+}
+
+extension PprofServerError {
+    static func invalidConfiguration(_ variable: String, _ value: String) -> PprofServerError {
+        PprofServerError(kind: .invalidConfiguration, message: "\(variable)=\"\(value)\" is not valid")
     }
 }

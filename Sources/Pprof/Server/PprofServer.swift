@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// Serves Go-compatible `/debug/pprof` endpoints from inside this process.
@@ -12,26 +13,37 @@ import Synchronization
 /// let pprof = try PprofServer.start()   // http://127.0.0.1:6060/debug/pprof/
 /// // go tool pprof http://127.0.0.1:6060/debug/pprof/profile?seconds=10
 /// ```
+///
+/// It is also a swift-service-lifecycle `Service`: add it to a
+/// `ServiceGroup` and it starts with the group and stops on graceful shutdown.
 public final class PprofServer: Sendable {
-    private let configuration: Configuration
+    /// The configuration the server was created with.
+    public let configuration: Configuration
+    private let logger: Logger
     private let http: HTTPServer
-    private let bound = Mutex<(host: String, port: Int)?>(nil)
+    private let bound = Mutex<ListenAddress?>(nil)
 
     /// Creates a server; nothing is bound until ``start()``.
-    public init(configuration: Configuration = Configuration()) {
+    ///
+    /// - Parameters:
+    ///   - configuration: where to listen and how to sample.
+    ///   - logger: where the server logs: one `info` line with the bound
+    ///     address at start, warnings once. Silent by default.
+    public init(configuration: Configuration = Configuration(), logger: Logger? = nil) {
         self.configuration = configuration
-        let endpoints = PprofEndpoints(settings: EndpointSettings(
-            cpuSamplingRate: configuration.cpuSamplingRate,
-            maxProfileSeconds: Int64(configuration.maxProfileSeconds)))
+        self.logger = logger ?? Logger(label: "pprof", factory: { _ in SwiftLogNoOpLogHandler() })
+        let handler = PprofHandler(configuration: configuration)
+        let address: ListenAddress = configuration.unixSocketPath.map { .unix(path: $0) }
+            ?? .tcp(host: configuration.host, port: configuration.port)
         self.http = HTTPServer(
-            configuration: HTTPServerConfiguration(address: .tcp(host: configuration.host, port: configuration.port)),
-            handler: { request, connection in endpoints.handle(request, isCancelled: { connection.isPeerGone() }) })
+            configuration: HTTPServerConfiguration(address: address, maxConnections: max(1, configuration.maxConnections)),
+            handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
     }
 
     /// Creates and starts a server in one call.
     @discardableResult
-    public static func start(_ configuration: Configuration = Configuration()) throws(PprofServerError) -> PprofServer {
-        let server = PprofServer(configuration: configuration)
+    public static func start(_ configuration: Configuration = Configuration(), logger: Logger? = nil) throws(PprofServerError) -> PprofServer {
+        let server = PprofServer(configuration: configuration, logger: logger)
         try server.start()
         return server
     }
@@ -45,29 +57,52 @@ public final class PprofServer: Sendable {
         do {
             address = try http.start()
         } catch let error as HTTPServerError {
-            throw PprofServerError(error)
+            let wrapped = PprofServerError(error)
+            logger.warning("pprof server could not start", metadata: ["error": "\(wrapped)"])
+            throw wrapped
         } catch {
             throw PprofServerError(kind: .system, message: "\(error)")
         }
-        if case let .tcp(host, port) = address { bound.withLock { $0 = (host, port) } }
+        bound.withLock { $0 = address }
+        logger.info("pprof server listening", metadata: ["address": "\(Self.describe(address))"])
+        if case let .tcp(host, _) = address, !Self.isLoopback(host) {
+            logger.warning("pprof server listens on a non-loopback address; profiles reveal code and data",
+                           metadata: ["address": "\(Self.describe(address))", "bearer_token": "\(configuration.bearerToken != nil)"])
+        }
     }
 
-    /// Stops listening, closes open connections and stops any CPU sampling
-    /// they had started. Safe to call more than once.
+    /// Stops listening, closes open connections (a CPU profile in flight
+    /// ends early and sampling stops). Safe to call more than once.
     public func stop() {
         http.stop()
     }
 
-    /// The port the server listens on once started (the real one when the
-    /// configuration asked for port 0); nil before ``start()``.
-    public var port: Int? { bound.withLock { $0?.port } }
+    /// Whether ``start()`` has succeeded.
+    var isStarted: Bool { bound.withLock { $0 != nil } }
 
-    /// The `http://host:port` base URL once started; nil before ``start()``.
+    /// The port the server listens on once started (the real one when the
+    /// configuration asked for port 0); nil before ``start()`` and for Unix sockets.
+    public var port: Int? {
+        bound.withLock { if case let .tcp(_, port) = $0 { return port } else { return nil } }
+    }
+
+    /// The `http://host:port` base URL once started; nil before ``start()``
+    /// and for Unix sockets.
     public var baseURL: String? {
-        bound.withLock { b in
-            guard let b else { return nil }
-            let host = b.host.contains(":") ? "[\(b.host)]" : b.host
-            return "http://\(host):\(b.port)"
+        bound.withLock { address in
+            guard case let .tcp(host, port) = address else { return nil }
+            return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
         }
+    }
+
+    private static func describe(_ address: ListenAddress) -> String {
+        switch address {
+        case let .tcp(host, port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case let .unix(path): return "unix:\(path)"
+        }
+    }
+
+    private static func isLoopback(_ host: String) -> Bool {
+        host.hasPrefix("127.") || host == "::1" || host == "localhost"
     }
 }

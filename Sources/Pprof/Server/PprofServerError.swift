@@ -10,6 +10,8 @@ public struct PprofServerError: Error, Hashable, CustomStringConvertible {
         case permissionDenied
         /// ``PprofServer/start()`` was called on a running server.
         case alreadyRunning
+        /// A configuration value (e.g. from the environment) is not valid.
+        case invalidConfiguration
         /// Any other system error.
         case system
     }

@@ -1,0 +1,29 @@
+/// Pieces of Go's legacy `debug=1` text formats.
+enum LegacyText {
+    /// ` 0x…` per frame as Go prints them after `@`: return addresses, so
+    /// callers' adjusted addresses get their one back.
+    static func addressList(_ addresses: [UInt64], leafIsExact: Bool) -> String {
+        addresses.enumerated().map { i, a in
+            " 0x" + String(i == 0 && leafIsExact ? a : a &+ 1, radix: 16)
+        }.joined()
+    }
+
+    /// `#\t0x…\tfunction+0x…\tfile:line` lines for a stack, inlined frames
+    /// first; `#\t0x…` alone for an address nothing is known about.
+    static func frameComments(_ addresses: [UInt64], symbols: some SymbolSource) -> String {
+        var out = ""
+        for address in addresses {
+            let frames = symbols.frames(at: address)
+            if frames.isEmpty {
+                out += "#\t0x\(String(address, radix: 16))\n"
+                continue
+            }
+            for frame in frames {
+                let offset = frame.entry > 0 && address >= frame.entry ? "+0x" + String(address - frame.entry, radix: 16) : ""
+                let place = frame.file.isEmpty ? "" : "\t\(frame.file):\(frame.line)"
+                out += "#\t0x\(String(address, radix: 16))\t\(frame.function)\(offset)\(place)\n"
+            }
+        }
+        return out
+    }
+}
