@@ -6,12 +6,23 @@ let package = Package(
     products: [
         .library(name: "Pprof", targets: ["Pprof"]),
     ],
+    traits: [
+        .trait(
+            name: "HeapProfiling",
+            description: "Interpose malloc and friends to serve the heap and allocs profiles. "
+                + "Without it no allocator symbol is defined and the heap profile is unavailable."
+        ),
+        .default(enabledTraits: ["HeapProfiling"]),
+    ],
     targets: [
         // Everything that runs inside a signal handler lives here, in C.
         .target(
             name: "CPprof",
-            cSettings: [.define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("z")]
+            cSettings: [
+                .define("_GNU_SOURCE"),
+                .define("CPPROF_HEAP_PROFILING", .when(traits: ["HeapProfiling"])),
+            ],
+            linkerSettings: [.linkedLibrary("z"), .linkedLibrary("m")]
         ),
         .target(
             name: "Pprof",
