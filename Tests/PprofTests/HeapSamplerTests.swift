@@ -357,9 +357,15 @@ private func symbol<T>(_ name: String, as type: T.Type) -> T? {
     return unsafeBitCast(address, to: type)
 }
 
-/// malloc_usable_size, which Swift does not import.
+/// malloc_usable_size, which Swift does not import. Checks that ours
+/// answers exactly what the allocator behind it does.
 private func usableSize(_ pointer: UnsafeMutableRawPointer?) -> Int {
-    symbol("malloc_usable_size", as: UsableSizeFn.self)!(pointer)
+    let ours = symbol("malloc_usable_size", as: UsableSizeFn.self)!(pointer)
+    let rtldNext = UnsafeMutableRawPointer(bitPattern: -1)
+    if let next = dlsym(rtldNext, "malloc_usable_size") {
+        #expect(ours == unsafeBitCast(next, to: UsableSizeFn.self)(pointer))
+    }
+    return ours
 }
 
 private func withRate(_ rate: Int, _ body: () throws -> Void) rethrows {
