@@ -158,7 +158,7 @@ struct HeapSamplerTests {
         }
     }
 
-    @Test func offSamplesNothingAndRateOneSamplesEverything() throws {
+    @Test func offSamplesNothingAndRateOneSamplesEverything() {
         let previous = HeapSampler.rate
         defer { HeapSampler.rate = previous }
         HeapSampler.rate = -5
@@ -178,7 +178,7 @@ struct HeapSamplerTests {
             // 64 MiB live in 1 KiB objects from site A, 16 MiB in 512 B objects
             // from site B. One round gives ~128 and ~32 samples (9% and 18%
             // standard error), so average the in-use estimate over rounds.
-            let rounds = 40
+            let rounds = 48
             let rate = HeapSampler.rate
             var inuseA = 0.0, inuseB = 0.0
             let start = HeapSampler.snapshot()
@@ -208,17 +208,6 @@ struct HeapSamplerTests {
                 #expect(totals(in: range, end).inuseBytes == totals(in: range, start).inuseBytes)
             }
         }
-    }
-
-    @Test func scalingMatchesGo() {
-        // protomem.go's example: 64 KiB objects at the default rate scale by ~8.52.
-        let scaled = scaleHeapSample(count: 10, size: 10 * 65536, rate: 524288)
-        #expect(scaled.count == 85)
-        #expect(scaled.size == Int64((10 * 65536) / (1 - exp(-65536.0 / 524288))))
-        #expect(scaleHeapSample(count: 0, size: 5, rate: 524288) == (0, 0))
-        #expect(scaleHeapSample(count: 3, size: 0, rate: 524288) == (0, 0))
-        #expect(scaleHeapSample(count: 3, size: 300, rate: 1) == (3, 300))
-        #expect(scaleHeapSample(count: 3, size: 300, rate: 0) == (3, 300))
     }
 
     // MARK: threads
@@ -271,6 +260,35 @@ struct HeapSamplerTests {
         #expect(stats.bootstrapBytes < 256 << 10)
         #expect(stats.liveSamples <= stats.liveCapacity)
         #expect(stats.stacks <= stats.stackCapacity)
+    }
+}
+
+// Runs with or without the trait.
+@Suite struct HeapSamplerAvailabilityTests {
+    @Test func availabilityFollowsTheTrait() {
+        #if HeapProfiling
+        #expect(HeapSampler.isAvailable)
+        #expect(HeapSampler.stats().isAvailable)
+        #else
+        #expect(!HeapSampler.isAvailable)
+        let previous = HeapSampler.rate
+        HeapSampler.rate = 1
+        #expect(HeapSampler.rate == 0)
+        HeapSampler.rate = previous
+        #expect(HeapSampler.snapshot().isEmpty)
+        #expect(!HeapSampler.stats().isAvailable)
+        #endif
+    }
+
+    @Test func scalingMatchesGo() {
+        // protomem.go's example: 64 KiB objects at the default rate scale by ~8.52.
+        let scaled = scaleHeapSample(count: 10, size: 10 * 65536, rate: 524288)
+        #expect(scaled.count == 85)
+        #expect(scaled.size == Int64((10 * 65536) / (1 - exp(-65536.0 / 524288))))
+        #expect(scaleHeapSample(count: 0, size: 5, rate: 524288) == (0, 0))
+        #expect(scaleHeapSample(count: 3, size: 0, rate: 524288) == (0, 0))
+        #expect(scaleHeapSample(count: 3, size: 300, rate: 1) == (3, 300))
+        #expect(scaleHeapSample(count: 3, size: 300, rate: 0) == (3, 300))
     }
 }
 
