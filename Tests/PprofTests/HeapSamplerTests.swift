@@ -164,12 +164,12 @@ struct HeapSamplerTests {
         HeapSampler.rate = -5
         #expect(HeapSampler.rate == 0)
         let off = HeapSampler.stats().sampledAllocs
-        for i in 0..<10_000 { free(malloc(i % 4096)) }
+        for i in 0..<10_000 { free(blackHole(malloc(i % 4096))) }
         #expect(HeapSampler.stats().sampledAllocs == off)
 
         HeapSampler.rate = 1
         let on = HeapSampler.stats().sampledAllocs
-        for i in 0..<10_000 { free(malloc(i % 4096)) }
+        for i in 0..<10_000 { free(blackHole(malloc(i % 4096))) }
         #expect(HeapSampler.stats().sampledAllocs - on >= 10_000)
     }
 
@@ -192,7 +192,7 @@ struct HeapSamplerTests {
                 inuseA += Double(scaledInuseBytes(in: a.range, live, rate: rate))
                 inuseB += Double(scaledInuseBytes(in: b.range, live, rate: rate))
                 for block in a.blocks { block.deallocate() }
-                for block in b.blocks { block.deallocate() }
+                for block in b.blocks { free(block) }
             }
             let mib = 1024.0 * 1024.0
             let averageA = inuseA / Double(rounds), averageB = inuseB / Double(rounds)
@@ -310,15 +310,21 @@ func allocateAtSiteA(count: Int, size: Int) -> MarkedSite {
     return MarkedSite(blocks: blocks, range: UInt64(first)...UInt64(max(first, last)))
 }
 
+/// Unlike site A it uses malloc directly (identical functions could be
+/// merged by the optimizer). Free its blocks with `free`.
 @inline(never)
 func allocateAtSiteB(count: Int, size: Int) -> MarkedSite {
     var blocks = [UnsafeMutableRawPointer]()
     blocks.reserveCapacity(count)
     let first = cpprof_heap_caller_pc()
-    for _ in 0..<count { blocks.append(UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)) }
+    for _ in 0..<count { blocks.append(malloc(size)!) }
     let last = cpprof_heap_caller_pc()
     return MarkedSite(blocks: blocks, range: UInt64(first)...UInt64(max(first, last)))
 }
+
+/// Keeps the optimizer from deleting malloc/free pairs.
+@_optimize(none)
+func blackHole(_ pointer: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? { pointer }
 
 struct WorkerResult {
     var allocations: Int64 = 0
@@ -347,17 +353,17 @@ func heapWorker(iterations: Int) -> WorkerResult {
     var allocations: Int64 = 0
     let first = cpprof_heap_caller_pc()
     for i in 0..<iterations {
-        let a = malloc(16 + i % 200)!
-        let b = calloc(3, 40 + i % 50)!
+        let a = blackHole(malloc(16 + i % 200))
+        let b = blackHole(calloc(3, 40 + i % 50))
         var c: UnsafeMutableRawPointer?
         _ = posix_memalign(&c, 64, 100)
-        let d = realloc(a, 1000 + i % 3000)! // frees a's sample, records d
-        let e = reallocarray(nil, 4, 25)!
+        let d = blackHole(realloc(a, 1000 + i % 3000)) // frees a's sample, records d
+        let e = blackHole(reallocarray(nil, 4, 25))
         allocations += 5
-        free(b)
-        free(c)
-        free(d)
-        free(e)
+        free(blackHole(b))
+        free(blackHole(c))
+        free(blackHole(d))
+        free(blackHole(e))
     }
     let last = cpprof_heap_caller_pc()
     return WorkerResult(allocations: allocations, range: UInt64(first)...UInt64(max(first, last)))
