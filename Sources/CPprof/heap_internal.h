@@ -52,6 +52,21 @@ static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_
 // --- heap_table.c: live samples by address, cumulative counts by stack ---
 
 #define CPPROF_HEAP_NO_STACK UINT32_MAX
+#define CPPROF_HEAP_LIVE_BUCKET_BITS 14
+
+// Published keys per live-table bucket; NULL until the tables exist.
+extern _Atomic(_Atomic uint8_t *) cpprof_heap_live_occupancy;
+
+static inline uint32_t cpprof_heap_bucket_of(uintptr_t addr) {
+    return (uint32_t)(((uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - CPPROF_HEAP_LIVE_BUCKET_BITS));
+}
+
+// Inline filter for free(): 0 means `ptr` is certainly not a live sample.
+static inline __attribute__((always_inline)) int cpprof_heap_maybe_live(const void *ptr) {
+    _Atomic uint8_t *occupancy = atomic_load_explicit(&cpprof_heap_live_occupancy, memory_order_acquire);
+    return occupancy != NULL &&
+           atomic_load_explicit(&occupancy[cpprof_heap_bucket_of((uintptr_t)ptr)], memory_order_relaxed) != 0;
+}
 
 // Maps the tables once; 0 on success. Never allocates with malloc.
 int cpprof_heap_tables_init(void);

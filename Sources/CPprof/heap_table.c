@@ -21,7 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define LIVE_BUCKET_BITS 14
+#define LIVE_BUCKET_BITS CPPROF_HEAP_LIVE_BUCKET_BITS
 #define LIVE_BUCKETS (1u << LIVE_BUCKET_BITS)
 #define LIVE_WAYS 8u
 #define LIVE_SLOTS (LIVE_BUCKETS * LIVE_WAYS)   // 131072 samples at most
@@ -48,6 +48,7 @@ typedef struct heap_tables {
 } heap_tables;
 
 static _Atomic(heap_tables *) tables;
+_Atomic(_Atomic uint8_t *) cpprof_heap_live_occupancy; // &tables->occupancy[0], for free()'s filter
 static _Atomic uint64_t next_entry;       // bump pointer into entries (may run past capacity)
 static _Atomic uint64_t published_stacks;
 static _Atomic uint64_t live_count;
@@ -65,6 +66,8 @@ int cpprof_heap_tables_init(void) {
     if (!atomic_compare_exchange_strong_explicit(&tables, &expected, (heap_tables *)mem,
                                                  memory_order_acq_rel, memory_order_acquire))
         munmap(mem, sizeof(heap_tables)); // another thread won the race
+    atomic_store_explicit(&cpprof_heap_live_occupancy, atomic_load(&tables)->occupancy,
+                          memory_order_release);
     return 0;
 }
 
@@ -149,15 +152,11 @@ void cpprof_heap_stack_count_free(uint32_t stack, uint64_t size) {
 
 // --- live table ---
 
-static inline uint32_t bucket_of(uintptr_t addr) {
-    return (uint32_t)(((uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - LIVE_BUCKET_BITS));
-}
-
 int cpprof_heap_live_insert(uintptr_t addr, uint32_t stack, uint64_t size, int count_alloc) {
     heap_tables *t = atomic_load_explicit(&tables, memory_order_acquire);
     if (t == NULL || addr <= LIVE_BUSY) return 0;
     if (size > LIVE_SIZE_MAX) size = LIVE_SIZE_MAX;
-    uint32_t b = bucket_of(addr);
+    uint32_t b = cpprof_heap_bucket_of(addr);
     _Atomic uintptr_t *keys = &t->keys[b * LIVE_WAYS];
     uint64_t value = (size << 16) | stack;
     // A stale entry for this address means we missed its free: replace it.
@@ -191,7 +190,7 @@ int cpprof_heap_live_insert(uintptr_t addr, uint32_t stack, uint64_t size, int c
 int cpprof_heap_live_remove(uintptr_t addr, uint32_t *stack, uint64_t *size) {
     heap_tables *t = atomic_load_explicit(&tables, memory_order_acquire);
     if (t == NULL) return 0;
-    uint32_t b = bucket_of(addr);
+    uint32_t b = cpprof_heap_bucket_of(addr);
     if (atomic_load_explicit(&t->occupancy[b], memory_order_relaxed) == 0) return 0;
     _Atomic uintptr_t *keys = &t->keys[b * LIVE_WAYS];
     for (uint32_t i = 0; i < LIVE_WAYS; i++) {

@@ -174,7 +174,7 @@ EXPORT void *malloc(size_t size) {
 
 EXPORT void free(void *ptr) {
     if (ptr == NULL || in_arena(ptr)) return;
-    cpprof_heap_record_free(ptr);
+    if (cpprof_heap_maybe_live(ptr)) cpprof_heap_record_free(ptr);
     // Not READY means nobody got memory from `next` yet: ptr is not ours to free.
     if (__builtin_expect(ready(), 1)) next.free_fn(ptr);
 }
