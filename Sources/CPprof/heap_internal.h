@@ -9,8 +9,11 @@
 
 // --- heap_sampler.c: when to sample, and what a sample records ---
 
-// Nonzero while sampling is on: changes with every cpprof_heap_set_rate, so
-// a thread whose cached copy differs redraws its countdown.
+// The rate and a generation in one word, so a thread always sees a
+// consistent pair: (generation << 40) | rate, or 0 while sampling is off. A
+// thread whose cached copy differs redraws its countdown.
+#define CPPROF_HEAP_RATE_BITS 40
+#define CPPROF_HEAP_RATE_MASK ((UINT64_C(1) << CPPROF_HEAP_RATE_BITS) - 1)
 extern _Atomic uint64_t cpprof_heap_config;
 extern CPPROF_TLS uint64_t cpprof_heap_tls_config;
 extern CPPROF_TLS int64_t cpprof_heap_tls_countdown; // bytes left before the next sample

@@ -17,11 +17,11 @@
 #include <pthread.h>
 #include <time.h>
 
-_Atomic uint64_t cpprof_heap_config = 1; // sampling on at the default rate from the start
+// Sampling is on at the default rate from the start, as in Go.
+_Atomic uint64_t cpprof_heap_config = (UINT64_C(1) << CPPROF_HEAP_RATE_BITS) | CPPROF_HEAP_DEFAULT_RATE;
 CPPROF_TLS uint64_t cpprof_heap_tls_config;
 CPPROF_TLS int64_t cpprof_heap_tls_countdown;
 
-static _Atomic int64_t heap_rate = CPPROF_HEAP_DEFAULT_RATE;
 static _Atomic uint64_t config_generation = 1;
 
 static _Atomic uint64_t st_sampled_allocs, st_sampled_frees, st_dropped_live, st_dropped_stack,
@@ -62,7 +62,7 @@ static int64_t next_distance(int64_t rate) {
 }
 
 int cpprof_heap_should_sample_slow(uint64_t config, size_t size) {
-    int64_t rate = atomic_load_explicit(&heap_rate, memory_order_relaxed);
+    int64_t rate = (int64_t)(config & CPPROF_HEAP_RATE_MASK);
     int64_t bytes = size > INT64_MAX ? INT64_MAX : (int64_t)size;
     if (cpprof_heap_tls_config != config) { // first allocation, or the rate changed
         cpprof_heap_tls_config = config;
@@ -159,13 +159,18 @@ void cpprof_heap_restore_held(void *ptr, const cpprof_heap_held *held) {
 
 int cpprof_heap_available(void) { return 1; }
 
-int64_t cpprof_heap_rate(void) { return atomic_load(&heap_rate); }
+int64_t cpprof_heap_rate(void) { return (int64_t)(atomic_load(&cpprof_heap_config) & CPPROF_HEAP_RATE_MASK); }
 
 void cpprof_heap_set_rate(int64_t rate) {
-    if (rate < 0) rate = 0;
-    atomic_store(&heap_rate, rate);
+    if (rate <= 0) {
+        atomic_store(&cpprof_heap_config, 0);
+        return;
+    }
+    if ((uint64_t)rate > CPPROF_HEAP_RATE_MASK) rate = (int64_t)CPPROF_HEAP_RATE_MASK;
     uint64_t generation = atomic_fetch_add(&config_generation, 1) + 1;
-    atomic_store(&cpprof_heap_config, rate == 0 ? 0 : generation);
+    uint64_t config = (generation << CPPROF_HEAP_RATE_BITS) | (uint64_t)rate;
+    if ((config >> CPPROF_HEAP_RATE_BITS) == 0) config |= UINT64_C(1) << CPPROF_HEAP_RATE_BITS; // wrapped
+    atomic_store(&cpprof_heap_config, config);
 }
 
 size_t cpprof_heap_snapshot(cpprof_heap_record *out, size_t max) {
@@ -176,7 +181,7 @@ void cpprof_heap_get_stats(cpprof_heap_stats *out) {
     *out = (cpprof_heap_stats){0};
     out->available = 1;
     out->interposed = cpprof_heap_is_interposed();
-    out->rate = atomic_load(&heap_rate);
+    out->rate = cpprof_heap_rate();
     out->sampled_allocs = atomic_load_explicit(&st_sampled_allocs, memory_order_relaxed);
     out->sampled_frees = atomic_load_explicit(&st_sampled_frees, memory_order_relaxed);
     out->dropped_live_full = atomic_load_explicit(&st_dropped_live, memory_order_relaxed);

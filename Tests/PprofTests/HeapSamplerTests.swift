@@ -161,6 +161,10 @@ struct HeapSamplerTests {
     @Test func offSamplesNothingAndRateOneSamplesEverything() {
         let previous = HeapSampler.rate
         defer { HeapSampler.rate = previous }
+        HeapSampler.rate = 1 << 50
+        #expect(HeapSampler.rate == (1 << 40) - 1)
+        HeapSampler.rate = 4096
+        #expect(HeapSampler.rate == 4096)
         HeapSampler.rate = -5
         #expect(HeapSampler.rate == 0)
         let off = HeapSampler.stats().sampledAllocs

@@ -51,8 +51,8 @@ int cpprof_heap_available(void);
 /// Average bytes between samples; 0 = off, 1 = every allocation.
 int64_t cpprof_heap_rate(void);
 
-/// Sets the rate (negative means 0). Takes effect at each thread's next
-/// allocation. No effect when unavailable.
+/// Sets the rate (negative means 0; at most 2^40-1). Takes effect at each
+/// thread's next allocation. No effect when unavailable.
 void cpprof_heap_set_rate(int64_t rate);
 
 /// Copies up to `max` records (stacks that had at least one sampled
