@@ -6,16 +6,27 @@ let package = Package(
     products: [
         .library(name: "Pprof", targets: ["Pprof"]),
     ],
+    traits: [
+        .trait(
+            name: "HeapProfiling",
+            description: "Interpose malloc and friends to serve the heap and allocs profiles. "
+                + "Without it no allocator symbol is defined and the heap profile is unavailable."
+        ),
+        .default(enabledTraits: ["HeapProfiling"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
-        // Everything that runs inside a signal handler lives here, in C.
+        // Everything that runs inside a signal handler or an allocator hook lives here, in C.
         .target(
             name: "CPprof",
-            cSettings: [.define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("z")]
+            cSettings: [
+                .define("_GNU_SOURCE"),
+                .define("CPPROF_HEAP_PROFILING", .when(traits: ["HeapProfiling"])),
+            ],
+            linkerSettings: [.linkedLibrary("z"), .linkedLibrary("m")]
         ),
         .target(
             name: "Pprof",

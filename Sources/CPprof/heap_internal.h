@@ -1,0 +1,94 @@
+// Declarations shared by the heap-profiling C files; not part of the module.
+#ifndef CPPROF_HEAP_INTERNAL_H
+#define CPPROF_HEAP_INTERNAL_H
+
+#include "internal.h"
+#include "include/cpprof_heap.h"
+
+#ifdef CPPROF_HEAP_PROFILING
+
+// --- heap_sampler.c: when to sample, and what a sample records ---
+
+// The rate and a generation in one word, so a thread always sees a
+// consistent pair: (generation << 40) | rate, or 0 while sampling is off. A
+// thread whose cached copy differs redraws its countdown.
+#define CPPROF_HEAP_RATE_BITS 40
+#define CPPROF_HEAP_RATE_MASK ((UINT64_C(1) << CPPROF_HEAP_RATE_BITS) - 1)
+extern _Atomic uint64_t cpprof_heap_config;
+extern CPPROF_TLS uint64_t cpprof_heap_tls_config;
+extern CPPROF_TLS int64_t cpprof_heap_tls_countdown; // bytes left before the next sample
+
+// Decides whether an allocation that missed the fast path is sampled.
+int cpprof_heap_should_sample_slow(uint64_t config, size_t size);
+
+// Records a sampled allocation of `size` bytes at `ptr`. `ret` is the return
+// address of the interposed function and `frame` its frame address.
+void cpprof_heap_record_alloc(void *ptr, size_t size, uintptr_t ret, uintptr_t frame);
+
+// Called before `ptr` goes back to the allocator: if it was sampled, counts
+// it as freed. Cheap when it was not. Lock-free; never allocates.
+void cpprof_heap_record_free(void *ptr);
+
+// For realloc: takes `ptr` out of the live table without counting a free yet.
+// Returns 1 and fills the token if it was sampled.
+typedef struct cpprof_heap_held { uint32_t stack; uint64_t size; } cpprof_heap_held;
+int cpprof_heap_hold(void *ptr, cpprof_heap_held *held);
+// The held block was really freed (or moved): count the free.
+void cpprof_heap_release_held(const cpprof_heap_held *held);
+// The reallocation failed and the block is still live: track it again.
+void cpprof_heap_restore_held(void *ptr, const cpprof_heap_held *held);
+
+// Inline fast path: the per-thread countdown of bytes to the next sample.
+static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_t size) {
+    uint64_t config = atomic_load_explicit(&cpprof_heap_config, memory_order_relaxed);
+    if (__builtin_expect(config == 0, 0)) return 0;
+    if (__builtin_expect(cpprof_heap_tls_config == config, 1)) {
+        int64_t left = cpprof_heap_tls_countdown - (int64_t)(size > INT64_MAX ? INT64_MAX : size);
+        if (__builtin_expect(left >= 0, 1)) {
+            cpprof_heap_tls_countdown = left;
+            return 0;
+        }
+    }
+    return cpprof_heap_should_sample_slow(config, size);
+}
+
+// --- heap_table.c: live samples by address, cumulative counts by stack ---
+
+#define CPPROF_HEAP_NO_STACK UINT32_MAX
+#define CPPROF_HEAP_LIVE_BUCKET_BITS 14
+
+// Published keys per live-table bucket; NULL until the tables exist.
+extern _Atomic(_Atomic uint8_t *) cpprof_heap_live_occupancy;
+
+static inline uint32_t cpprof_heap_bucket_of(uintptr_t addr) {
+    return (uint32_t)(((uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - CPPROF_HEAP_LIVE_BUCKET_BITS));
+}
+
+// Inline filter for free(): 0 means `ptr` is certainly not a live sample.
+static inline __attribute__((always_inline)) int cpprof_heap_maybe_live(const void *ptr) {
+    _Atomic uint8_t *occupancy = atomic_load_explicit(&cpprof_heap_live_occupancy, memory_order_acquire);
+    return occupancy != NULL &&
+           atomic_load_explicit(&occupancy[cpprof_heap_bucket_of((uintptr_t)ptr)], memory_order_relaxed) != 0;
+}
+
+// Maps the tables once; 0 on success. Never allocates with malloc.
+int cpprof_heap_tables_init(void);
+// Finds or adds the stack; CPPROF_HEAP_NO_STACK when the table is full.
+uint32_t cpprof_heap_stack_intern(const uint64_t *pcs, uint32_t depth);
+void cpprof_heap_stack_count_alloc(uint32_t stack, uint64_t size);
+void cpprof_heap_stack_count_free(uint32_t stack, uint64_t size);
+// Tracks a sampled pointer and, if `count_alloc`, counts the allocation on
+// its stack; 0 (and nothing counted) if its bucket is full. A stale entry for the same address
+// (a free we never saw) is replaced and counted as freed.
+int cpprof_heap_live_insert(uintptr_t addr, uint32_t stack, uint64_t size, int count_alloc);
+// Stops tracking `addr`; 1 and the entry's data if it was tracked.
+int cpprof_heap_live_remove(uintptr_t addr, uint32_t *stack, uint64_t *size);
+size_t cpprof_heap_table_snapshot(cpprof_heap_record *out, size_t max);
+void cpprof_heap_table_stats(cpprof_heap_stats *out);
+
+// --- malloc_interposer.c ---
+uint64_t cpprof_heap_bootstrap_used(void);
+int cpprof_heap_is_interposed(void);
+
+#endif // CPPROF_HEAP_PROFILING
+#endif

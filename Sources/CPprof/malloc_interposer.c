@@ -1,0 +1,311 @@
+// Malloc interposition. Linked statically into the executable, these
+// definitions come first in symbol lookup, so every allocation of the process
+// (Swift runtime, Foundation, Dispatch, libc itself) goes through them. Each
+// one forwards to the next allocator in lookup order, found with
+// dlsym(RTLD_NEXT): glibc's, or a preloaded jemalloc/tcmalloc, so memory
+// always returns to the allocator that gave it. Then, on the sampler's
+// countdown, the allocation is sampled (heap_sampler.c); frees and reallocs
+// of sampled blocks are counted.
+//
+// Bootstrap: dlsym may allocate while we resolve. Those requests (and any
+// from other threads racing the resolution) are served from a static arena
+// that is never reused; free() recognises and ignores its pointers.
+#include "heap_internal.h"
+
+#ifdef CPPROF_HEAP_PROFILING
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPORT __attribute__((visibility("default")))
+#define CALLER ((uintptr_t)__builtin_return_address(0))
+#define FRAME ((uintptr_t)__builtin_frame_address(0))
+#define PAGE 4096u
+
+#ifdef __GLIBC__
+// glibc's own entry points, used if dlsym cannot find the next allocator.
+extern void *__libc_malloc(size_t);
+extern void __libc_free(void *);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+#endif
+
+typedef struct allocator {
+    void *(*malloc_fn)(size_t);
+    void (*free_fn)(void *);
+    void *(*calloc_fn)(size_t, size_t);
+    void *(*realloc_fn)(void *, size_t);
+    void *(*reallocarray_fn)(void *, size_t, size_t);
+    int (*posix_memalign_fn)(void **, size_t, size_t);
+    void *(*aligned_alloc_fn)(size_t, size_t);
+    void *(*memalign_fn)(size_t, size_t);
+    void *(*valloc_fn)(size_t);
+    void *(*pvalloc_fn)(size_t);
+    size_t (*usable_size_fn)(void *);
+} allocator;
+
+enum { UNRESOLVED = 0, RESOLVING = 1, READY = 2 };
+
+static allocator next;           // written once, before state becomes READY
+static _Atomic int state;
+static CPPROF_TLS uint8_t resolving; // this thread is inside dlsym
+
+// --- bootstrap arena ---
+
+#define ARENA_BYTES (256u * 1024u)
+static _Alignas(PAGE) unsigned char arena[ARENA_BYTES];
+static _Atomic size_t arena_used;
+
+static inline int in_arena(const void *p) {
+    return (uintptr_t)p - (uintptr_t)arena < ARENA_BYTES;
+}
+
+// Bump allocation; a size_t header before each block holds its size.
+static void *arena_alloc(size_t size, size_t align) {
+    if (align < 16) align = 16;
+    if (align > PAGE || (align & (align - 1)) != 0 || size > ARENA_BYTES) return NULL;
+    size_t old = atomic_load(&arena_used);
+    for (;;) {
+        size_t start = (old + sizeof(size_t) + align - 1) & ~(align - 1);
+        if (start + size > ARENA_BYTES) return NULL;
+        if (atomic_compare_exchange_weak(&arena_used, &old, start + size)) {
+            ((size_t *)(void *)(arena + start))[-1] = size;
+            return arena + start; // zero: the arena is never reused
+        }
+    }
+}
+
+static inline size_t arena_size(const void *p) { return ((const size_t *)p)[-1]; }
+
+uint64_t cpprof_heap_bootstrap_used(void) { return atomic_load(&arena_used); }
+
+// --- resolution ---
+
+static void *lookup(const char *name, void *ours) {
+    void *f = dlsym(RTLD_NEXT, name);
+    return f == ours ? NULL : f;
+}
+
+static void resolve(void) {
+    int expected = UNRESOLVED;
+    if (!atomic_compare_exchange_strong(&state, &expected, RESOLVING)) return;
+    resolving = 1;
+    allocator a = {0};
+    a.malloc_fn = (void *(*)(size_t))lookup("malloc", (void *)malloc);
+    a.free_fn = (void (*)(void *))lookup("free", (void *)free);
+    if (a.malloc_fn != NULL && a.free_fn != NULL) {
+        a.calloc_fn = (void *(*)(size_t, size_t))lookup("calloc", (void *)calloc);
+        a.realloc_fn = (void *(*)(void *, size_t))lookup("realloc", (void *)realloc);
+        a.reallocarray_fn =
+            (void *(*)(void *, size_t, size_t))lookup("reallocarray", (void *)reallocarray);
+        a.posix_memalign_fn =
+            (int (*)(void **, size_t, size_t))lookup("posix_memalign", (void *)posix_memalign);
+        a.aligned_alloc_fn = (void *(*)(size_t, size_t))lookup("aligned_alloc", (void *)aligned_alloc);
+        a.memalign_fn = (void *(*)(size_t, size_t))lookup("memalign", (void *)memalign);
+        a.valloc_fn = (void *(*)(size_t))lookup("valloc", (void *)valloc);
+        a.pvalloc_fn = (void *(*)(size_t))lookup("pvalloc", (void *)pvalloc);
+        a.usable_size_fn = (size_t (*)(void *))lookup("malloc_usable_size", (void *)malloc_usable_size);
+    }
+#ifdef __GLIBC__
+    else { // no dynamic loader to ask (or nothing after us): glibc's malloc
+        a = (allocator){0};
+        a.malloc_fn = __libc_malloc;
+        a.free_fn = __libc_free;
+        a.calloc_fn = __libc_calloc;
+        a.realloc_fn = __libc_realloc;
+        a.memalign_fn = __libc_memalign;
+        a.valloc_fn = __libc_valloc;
+        a.pvalloc_fn = __libc_pvalloc;
+        a.usable_size_fn = (size_t (*)(void *))dlvsym(RTLD_NEXT, "malloc_usable_size", "GLIBC_2.2.5");
+    }
+#endif
+    next = a;
+    resolving = 0;
+    atomic_store_explicit(&state, READY, memory_order_release);
+}
+
+static inline int ready(void) {
+    return atomic_load_explicit(&state, memory_order_acquire) == READY;
+}
+
+// Before the allocator is known. Returns 1 with *out set if it served the
+// request from the arena, 0 if the caller may now use `next`.
+static __attribute__((noinline)) int bootstrap(void **out, size_t size, size_t align) {
+    for (;;) {
+        if (!resolving) resolve(); // returns at once if another thread is at it
+        if (ready()) return 0;
+        void *p = arena_alloc(size, align);
+        if (p != NULL || resolving) {
+            if (p == NULL) errno = ENOMEM;
+            *out = p;
+            return 1;
+        }
+        sched_yield(); // arena exhausted: the resolving thread is nearly done
+    }
+}
+
+__attribute__((constructor(101))) static void resolve_early(void) { resolve(); }
+
+int cpprof_heap_is_interposed(void) {
+    return dlsym(RTLD_DEFAULT, "malloc") == (void *)malloc &&
+           dlsym(RTLD_DEFAULT, "free") == (void *)free;
+}
+
+// --- the interposed functions ---
+
+static inline void after_alloc(void *p, size_t size, uintptr_t ret, uintptr_t frame) {
+    if (p != NULL && cpprof_heap_should_sample(size)) cpprof_heap_record_alloc(p, size, ret, frame);
+}
+
+EXPORT void *malloc(size_t size) {
+    void *p;
+    if (__builtin_expect(!ready(), 0) && bootstrap(&p, size, 16)) return p;
+    p = next.malloc_fn(size);
+    after_alloc(p, size, CALLER, FRAME);
+    return p;
+}
+
+EXPORT void free(void *ptr) {
+    if (ptr == NULL || in_arena(ptr)) return;
+    if (cpprof_heap_maybe_live(ptr)) cpprof_heap_record_free(ptr);
+    // Not READY means nobody got memory from `next` yet: ptr is not ours to free.
+    if (__builtin_expect(ready(), 1)) next.free_fn(ptr);
+}
+
+EXPORT void *calloc(size_t count, size_t size) {
+    size_t total;
+    void *p;
+    if (__builtin_expect(!ready(), 0)) {
+        if (__builtin_mul_overflow(count, size, &total)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        if (bootstrap(&p, total, 16)) return p;
+    }
+    p = next.calloc_fn(count, size);
+    if (p != NULL) after_alloc(p, count * size, CALLER, FRAME);
+    return p;
+}
+
+// realloc and reallocarray. A sampled block is taken out of the live table
+// before the call (afterwards its address may be handed to another thread)
+// and put back if the call fails and leaves it allocated.
+static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t count, size_t elem, int array, uintptr_t ret,
+                        uintptr_t frame) {
+    size_t size;
+    if (__builtin_mul_overflow(count, elem, &size)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (ptr == NULL || in_arena(ptr)) {
+        void *q;
+        if (!(__builtin_expect(!ready(), 0) && bootstrap(&q, size, 16))) {
+            q = next.malloc_fn(size);
+            if (ptr == NULL) after_alloc(q, size, ret, frame);
+        }
+        if (q != NULL && ptr != NULL) {
+            size_t old = arena_size(ptr);
+            memcpy(q, ptr, old < size ? old : size);
+        }
+        return q;
+    }
+    if (__builtin_expect(!ready(), 0)) { // cannot happen: ptr came from `next`
+        errno = ENOMEM;
+        return NULL;
+    }
+    cpprof_heap_held held;
+    int sampled = cpprof_heap_hold(ptr, &held);
+    void *q = array && next.reallocarray_fn != NULL ? next.reallocarray_fn(ptr, count, elem)
+                                                     : next.realloc_fn(ptr, size);
+    if (q == NULL && size != 0) { // failed: ptr is still allocated
+        if (sampled) cpprof_heap_restore_held(ptr, &held);
+        return NULL;
+    }
+    if (sampled) cpprof_heap_release_held(&held);
+    after_alloc(q, size, ret, frame);
+    return q;
+}
+
+EXPORT void *realloc(void *ptr, size_t size) {
+    return reallocate(ptr, size, 1, 0, CALLER, FRAME);
+}
+
+EXPORT void *reallocarray(void *ptr, size_t count, size_t size) {
+    return reallocate(ptr, count, size, 1, CALLER, FRAME);
+}
+
+// memalign-like entry points: `kind` picks the next allocator's function.
+// (Inlined, like reallocate, so the hook's own frame is the one recorded.)
+enum { K_MEMALIGN, K_ALIGNED_ALLOC, K_VALLOC, K_PVALLOC };
+
+static inline __attribute__((always_inline)) void *aligned(int kind, size_t align, size_t size, uintptr_t ret, uintptr_t frame) {
+    void *p;
+    if (__builtin_expect(!ready(), 0)) {
+        size_t want = kind == K_PVALLOC ? ((size + PAGE - 1) & ~(size_t)(PAGE - 1)) : size;
+        if (bootstrap(&p, want, align)) return p;
+    }
+    switch (kind) {
+    case K_ALIGNED_ALLOC:
+        if (next.aligned_alloc_fn != NULL) { p = next.aligned_alloc_fn(align, size); break; }
+        /* fall through */
+    case K_MEMALIGN:
+        p = next.memalign_fn != NULL ? next.memalign_fn(align, size) : NULL;
+        break;
+    case K_VALLOC:
+        p = next.valloc_fn != NULL ? next.valloc_fn(size) : NULL;
+        break;
+    default:
+        p = next.pvalloc_fn != NULL ? next.pvalloc_fn(size) : NULL;
+        break;
+    }
+    after_alloc(p, size, ret, frame);
+    return p;
+}
+
+EXPORT void *memalign(size_t align, size_t size) {
+    return aligned(K_MEMALIGN, align, size, CALLER, FRAME);
+}
+
+EXPORT void *aligned_alloc(size_t align, size_t size) {
+    return aligned(K_ALIGNED_ALLOC, align, size, CALLER, FRAME);
+}
+
+EXPORT void *valloc(size_t size) { return aligned(K_VALLOC, PAGE, size, CALLER, FRAME); }
+
+EXPORT void *pvalloc(size_t size) { return aligned(K_PVALLOC, PAGE, size, CALLER, FRAME); }
+
+EXPORT int posix_memalign(void **out, size_t align, size_t size) {
+    if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
+    void *p;
+    if (__builtin_expect(!ready(), 0) && bootstrap(&p, size, align)) {
+        if (p == NULL) return ENOMEM;
+        *out = p;
+        return 0;
+    }
+    int err;
+    if (next.posix_memalign_fn != NULL) {
+        err = next.posix_memalign_fn(out, align, size);
+    } else {
+        p = next.memalign_fn != NULL ? next.memalign_fn(align, size) : NULL;
+        err = p != NULL ? 0 : ENOMEM;
+        if (p != NULL) *out = p;
+    }
+    if (err == 0) after_alloc(*out, size, CALLER, FRAME);
+    return err;
+}
+
+EXPORT size_t malloc_usable_size(void *ptr) {
+    if (ptr == NULL) return 0;
+    if (in_arena(ptr)) return arena_size(ptr);
+    if (!ready() || next.usable_size_fn == NULL) return 0;
+    return next.usable_size_fn(ptr);
+}
+
+#endif // CPPROF_HEAP_PROFILING

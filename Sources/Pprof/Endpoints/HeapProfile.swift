@@ -1,0 +1,93 @@
+/// `/debug/pprof/heap` and `/debug/pprof/allocs`: sampled allocations with
+/// their stacks, in Go's shape and with Go's scaling. The two differ only in
+/// the default sample type, as in Go.
+struct HeapProfile: NamedProfile {
+    let name: String
+    let description: String
+    let defaultSampleType: String?
+
+    static let heap = HeapProfile(
+        name: "heap",
+        description: "A sampling of memory allocations of live objects. You can specify the gc GET parameter to run GC before taking the heap sample.",
+        defaultSampleType: nil)
+    static let allocs = HeapProfile(
+        name: "allocs", description: "A sampling of all past memory allocations", defaultSampleType: "alloc_space")
+
+    func count() -> Int { HeapSampler.snapshot().count }
+
+    func collect() -> ProfileData {
+        let rate = HeapSampler.rate
+        var data = ProfileData(
+            sampleTypes: [ValueType(type: "alloc_objects", unit: "count"), ValueType(type: "alloc_space", unit: "bytes"),
+                          ValueType(type: "inuse_objects", unit: "count"), ValueType(type: "inuse_space", unit: "bytes")],
+            periodType: ValueType(type: "space", unit: "bytes"),
+            period: Int64(rate))
+        data.defaultSampleType = defaultSampleType
+        data.timeNanos = Clock.wallNanoseconds()
+        for record in HeapSampler.snapshot() {
+            let alloc = scaleHeapSample(count: record.allocObjects, size: record.allocBytes, rate: rate)
+            let inuse = scaleHeapSample(count: record.inuseObjects, size: record.inuseBytes, rate: rate)
+            var labels: [SampleLabel] = []
+            if record.allocObjects > 0 {
+                labels.append(SampleLabel(key: "bytes", number: record.allocBytes / record.allocObjects))
+            }
+            let key = ProfileData.Key(addresses: Self.trimmingAllocatorFrames(record.stack.map { $0 &- 1 }), labels: labels)
+            data.add(key, [alloc.count, alloc.size, inuse.count, inuse.size])
+        }
+        data.comments = Self.comments()
+        return data
+    }
+
+    func text(debug: Int, symbols: some SymbolSource) -> String {
+        let rate = HeapSampler.rate
+        let records = HeapSampler.snapshot().sorted { a, b in
+            a.inuseBytes != b.inuseBytes ? a.inuseBytes > b.inuseBytes : a.stack.lexicographicallyPrecedes(b.stack)
+        }
+        let inuseObjects = records.reduce(0) { $0 + $1.inuseObjects }
+        let inuseBytes = records.reduce(0) { $0 + $1.inuseBytes }
+        let allocObjects = records.reduce(0) { $0 + $1.allocObjects }
+        let allocBytes = records.reduce(0) { $0 + $1.allocBytes }
+        // Go's header: raw sampled counts, and twice the rate after `heap/`.
+        var out = "heap profile: \(inuseObjects): \(inuseBytes) [\(allocObjects): \(allocBytes)] @ heap/\(2 * rate)\n"
+        for r in records {
+            let adjusted = r.stack.map { $0 &- 1 }
+            out += "\(r.inuseObjects): \(r.inuseBytes) [\(r.allocObjects): \(r.allocBytes)] @"
+            out += LegacyText.addressList(adjusted, leafIsExact: false) + "\n"
+            out += LegacyText.frameComments(adjusted, symbols: symbols)
+            out += "\n"
+        }
+        out += "\n# swift-pprof heap sampler\n"
+        for line in Self.comments() { out += "# \(line)\n" }
+        return out
+    }
+
+    /// The Swift runtime's allocation entry points, hidden from the leaf end
+    /// of heap stacks as Go hides `runtime.*`: the interesting frame is the
+    /// code that allocated, not `swift_allocObject`.
+    static let allocatorFunctions: Set<String> = [
+        "swift_slowAlloc", "swift_slowAllocTyped", "swift_allocObject", "swift_allocBox", "swift_allocEmptyBox",
+        "swift_coroFrameAlloc", "swift_task_alloc",
+    ]
+
+    static func trimmingAllocatorFrames(_ stack: [UInt64], symbols: some SymbolSource = Symbolizer.shared) -> [UInt64] {
+        var start = 0
+        while start < stack.count - 1,
+              let name = symbols.frames(at: stack[start]).last?.systemName, allocatorFunctions.contains(name) {
+            start += 1
+        }
+        return Array(stack[start...])
+    }
+
+    private static func comments() -> [String] {
+        let s = HeapSampler.stats()
+        guard s.isAvailable else {
+            return ["swift-pprof: heap profiling is unavailable: built without the HeapProfiling trait"]
+        }
+        var lines = ["swift-pprof: rate=\(s.rate) sampled_allocs=\(s.sampledAllocs) sampled_frees=\(s.sampledFrees) live_samples=\(s.liveSamples) stacks=\(s.stacks) profiler_memory_bytes=\(s.memoryBytes)",
+                     "swift-pprof: dropped_live_table_full=\(s.droppedLiveTableFull) dropped_stack_table_full=\(s.droppedStackTableFull) dropped_no_memory=\(s.droppedNoMemory) leaf_only=\(s.stackUnbounded)"]
+        if !s.isInterposed {
+            lines.append("swift-pprof: malloc is not interposed in this process (another allocator wins); no allocations are sampled")
+        }
+        return lines
+    }
+}
