@@ -8,5 +8,6 @@
 #include "cpprof_cpu.h"
 #include "cpprof_gzip.h"
 #include "cpprof_sys.h"
+#include "cpprof_threads.h"
 
 #endif
