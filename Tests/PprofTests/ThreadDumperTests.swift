@@ -1,5 +1,6 @@
 import CPprof
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Pprof
@@ -36,6 +37,7 @@ private final class Gate: @unchecked Sendable {
     let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private(set) var openLocked = false // read and written under `mutex`
+    let spinStop = Atomic<Bool>(false)   // set when the gate opens
     init() {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(cond, nil)
@@ -52,6 +54,7 @@ private final class Gate: @unchecked Sendable {
         return openLocked
     }
     func openGate() {
+        spinStop.store(true, ordering: .relaxed)
         pthread_mutex_lock(mutex)
         openLocked = true
         pthread_cond_broadcast(cond)
@@ -140,11 +143,10 @@ private func elapsedMilliseconds(since start: ContinuousClock.Instant) -> Double
 @inline(never) private func spinBusy(_ gate: Gate, _ registry: Registry) {
     registry.record("busy", marker: cpprof_caller_address_for_testing())
     var x: UInt64 = 0x9E37_79B9_7F4A_7C15
-    var rounds = 0
-    while true {
+    // Polls an atomic, not the gate's mutex: no libc frame (without frame
+    // pointers) on top of this one when the dump catches it.
+    while !gate.spinStop.load(ordering: .relaxed) {
         for _ in 0..<100_000 { x = x &* 6_364_136_223_846_793_005 &+ 1 }
-        rounds += 1
-        if rounds % 16 == 0 && gate.isOpen { break }
     }
     if x == 42 { print("unlikely") }
 }
@@ -254,6 +256,7 @@ private func mappedRanges(of file: String) -> [Range<UInt64>] {
         let thread = spawn { cpprof_set_thread_name("td-fp-busy"); spinBusy(gate, registry) }
         defer { gate.openGate(); pthread_join(thread, nil) }
         #expect(waitUntil { registry.count == 1 })
+        usleep(50_000) // past its bookkeeping, into the loop
         let marker = try #require(registry.marker("busy"))
         let bounds = try #require(functionBounds(containing: marker)) // resolved while DWARF is on
         cpprof_threads_set_dwarf_for_testing(0)
@@ -262,7 +265,7 @@ private func mappedRanges(of file: String) -> [Range<UInt64>] {
         let snap = try #require(snapshots.first { $0.tid == registry.tid("busy") })
         #expect(snap.answered)
         // Busy in its own frame (or a callee with a frame pointer): the walk reaches it.
-        #expect(snap.stack.contains { bounds.contains($0) })
+        #expect(snap.stack.contains { bounds.contains($0) }, "stack \(snap.stack.map { String($0, radix: 16) })")
         #expect(snap.stack.count >= 3, "frame-pointer walk too short: \(snap.stack.count)")
     }
 
