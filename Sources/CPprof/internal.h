@@ -30,4 +30,28 @@ extern _Atomic uint64_t cpprof_stackmap_leaks;
 uint32_t cpprof_walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
                             uint64_t *pcs, uint32_t max);
 
+// --- remote_unwind.c: unwinding a copied stack outside any signal handler ---
+// Registers in DWARF / libunwind numbering (x86_64): rax rdx rcx rbx rsi rdi
+// rbp rsp r8..r15 rip.
+#define CPPROF_NREGS 17
+#define CPPROF_REG_RBP 6
+#define CPPROF_REG_RSP 7
+#define CPPROF_REG_RIP 16
+typedef struct cpprof_stack_copy {
+    uint64_t regs[CPPROF_NREGS];
+    uint64_t stack_addr;      // address in the thread where the copy starts
+    uint64_t stack_len;       // bytes copied
+    const uint8_t *bytes;     // the copy
+} cpprof_stack_copy;
+// Starts a batch of unwinds (one dump): snapshots the loaded images, loads
+// libunwind on first use. Returns 1 if DWARF unwinding is available. Not
+// signal-safe; one batch at a time.
+int cpprof_unwind_begin(void);
+void cpprof_unwind_end(void);
+// Unwinds one copy into pcs (pcs[0] = rip). Returns the depth.
+uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
+                            uint8_t *unwinder, uint8_t *truncated);
+// Bounds of the function holding addr, from its FDE (inside a batch). 1 if found.
+int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
+
 #endif

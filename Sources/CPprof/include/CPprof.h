@@ -10,5 +10,6 @@
 #include "cpprof_gzip.h"
 #include "cpprof_heap.h"
 #include "cpprof_sys.h"
+#include "cpprof_threads.h"
 
 #endif

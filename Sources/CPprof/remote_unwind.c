@@ -1,0 +1,439 @@
+// Unwinds a stack copied by the thread-dump handler, outside any signal
+// handler, with libunwind's remote API: the "remote process" is a view made
+// of the saved registers, the stack copy, and the code and unwind tables of
+// the images mapped in this process right now.
+//
+// Safety rules:
+//  - libunwind is dlopen'ed RTLD_LOCAL: libunwind.so.8 also exports
+//    _Unwind_* and backtrace(), which must not interpose libgcc's and glibc's
+//    for the rest of the process (the Swift runtime, C++ exceptions).
+//  - Stack reads are served from the copy only; reading the live stack would
+//    mix in frames written after the capture.
+//  - Other reads must fall inside a PT_LOAD segment of an image listed by
+//    dl_iterate_phdr at the start of this batch, and are done with
+//    process_vm_readv (or a pipe), which report EFAULT instead of faulting:
+//    a library dlclose'd meanwhile yields an error, never a crash.
+//  - The address space is private to this file and used by one batch at a
+//    time, so libunwind's caches and locks are never shared with a handler.
+#include "internal.h"
+#include "include/cpprof_threads.h"
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#if __has_include(<libunwind.h>)
+#define CPPROF_HAVE_LIBUNWIND 1
+#include <libunwind.h>
+#else
+#define CPPROF_HAVE_LIBUNWIND 0
+#endif
+
+// --- images mapped now ------------------------------------------------------
+
+typedef struct text_range { uintptr_t lo, hi, eh_frame_hdr; } text_range;
+typedef struct load_range { uintptr_t lo, hi; } load_range;
+
+static text_range *texts;
+static size_t text_count, text_cap;
+static load_range *loads;
+static size_t load_count, load_cap;
+
+static int grow(void **array, size_t *cap, size_t count, size_t elem) {
+    if (count < *cap) return 1;
+    size_t n = *cap ? *cap * 2 : 256;
+    void *bigger = realloc(*array, n * elem);
+    if (bigger == NULL) return 0;
+    *array = bigger;
+    *cap = n;
+    return 1;
+}
+
+static int collect_image(struct dl_phdr_info *info, size_t size, void *unused) {
+    (void)unused;
+    if (size < offsetof(struct dl_phdr_info, dlpi_phnum) + sizeof info->dlpi_phnum) return 0;
+    uintptr_t base = (uintptr_t)info->dlpi_addr;
+    uintptr_t eh = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_GNU_EH_FRAME) eh = base + info->dlpi_phdr[i].p_vaddr;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || ph->p_memsz == 0) continue;
+        uintptr_t lo = base + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (grow((void **)&loads, &load_cap, load_count, sizeof *loads)) loads[load_count++] = (load_range){lo, hi};
+        if ((ph->p_flags & PF_X) && grow((void **)&texts, &text_cap, text_count, sizeof *texts))
+            texts[text_count++] = (text_range){lo, hi, eh};
+    }
+    return 0;
+}
+
+static int by_lo_text(const void *a, const void *b) {
+    uintptr_t x = ((const text_range *)a)->lo, y = ((const text_range *)b)->lo;
+    return x < y ? -1 : x > y;
+}
+
+static int by_lo_load(const void *a, const void *b) {
+    uintptr_t x = ((const load_range *)a)->lo, y = ((const load_range *)b)->lo;
+    return x < y ? -1 : x > y;
+}
+
+static const text_range *find_text(uintptr_t ip) {
+    size_t lo = 0, hi = text_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (texts[mid].hi <= ip) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < text_count && texts[lo].lo <= ip ? &texts[lo] : NULL;
+}
+
+static int is_loaded(uintptr_t addr, size_t len) {
+    size_t lo = 0, hi = load_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (loads[mid].hi <= addr) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < load_count && loads[lo].lo <= addr && addr + len <= loads[lo].hi;
+}
+
+// --- fault-safe reads of image memory ------------------------------------------
+
+#define LINE_BYTES 256
+#define LINE_COUNT 1024
+typedef struct cache_line { uintptr_t tag; uint8_t data[LINE_BYTES]; } cache_line;
+static cache_line *cache;       // direct-mapped; tag = line address + 1
+static pid_t self_pid;
+static int use_pipe;            // process_vm_readv refused (seccomp, old kernel)
+static int pipe_fds[2] = {-1, -1};
+
+// Reads one aligned line; 0 or -1. Never faults.
+static int fetch_line(uintptr_t base, uint8_t *dst) {
+    if (!use_pipe) {
+        struct iovec local = {dst, LINE_BYTES}, remote = {(void *)base, LINE_BYTES};
+        ssize_t r = process_vm_readv(self_pid, &local, 1, &remote, 1, 0);
+        if (r == LINE_BYTES) return 0;
+        if (r >= 0 || (errno != ENOSYS && errno != EPERM)) return -1;
+        use_pipe = 1;
+    }
+    if (pipe_fds[0] < 0 && pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
+    // write() reports EFAULT for an unmapped source instead of faulting.
+    ssize_t w = write(pipe_fds[1], (const void *)base, LINE_BYTES);
+    if (w <= 0) return -1;
+    ssize_t r = read(pipe_fds[0], dst, (size_t)w);
+    return (w == LINE_BYTES && r == LINE_BYTES) ? 0 : -1;
+}
+
+static int safe_read(uintptr_t addr, void *dst, size_t len) {
+    if (!is_loaded(addr, len)) return -1;
+    uint8_t *out = dst;
+    while (len > 0) {
+        uintptr_t base = addr & ~(uintptr_t)(LINE_BYTES - 1);
+        cache_line *line = &cache[(base / LINE_BYTES) % LINE_COUNT];
+        if (line->tag != base + 1) {
+            if (fetch_line(base, line->data) != 0) { line->tag = 0; return -1; }
+            line->tag = base + 1;
+        }
+        size_t off = addr - base, n = LINE_BYTES - off;
+        if (n > len) n = len;
+        memcpy(out, line->data + off, n);
+        out += n;
+        addr += n;
+        len -= n;
+    }
+    return 0;
+}
+
+// --- frame pointers over the copy --------------------------------------------
+
+typedef struct unwind_ctx {
+    const cpprof_stack_copy *copy;
+    uint64_t regs[CPPROF_NREGS];
+    int hit_copy_end;      // a read fell just past the copied bytes
+} unwind_ctx;
+
+static int read_stack(unwind_ctx *ctx, uintptr_t addr, void *dst, size_t len) {
+    const cpprof_stack_copy *c = ctx->copy;
+    if (addr >= c->stack_addr && addr - c->stack_addr <= c->stack_len &&
+        len <= c->stack_len - (addr - c->stack_addr)) {
+        memcpy(dst, c->bytes + (addr - c->stack_addr), len);
+        return 0;
+    }
+    if (addr >= c->stack_addr + c->stack_len && addr < c->stack_addr + c->stack_len + (1u << 20))
+        ctx->hit_copy_end = 1;
+    return -1;
+}
+
+// Appends the return addresses of the frame-pointer chain starting at fp.
+static uint32_t walk_copy(unwind_ctx *ctx, uint64_t fp, uint64_t min_fp, uint64_t *pcs, uint32_t depth,
+                          uint32_t max) {
+    while (depth < max) {
+        uint64_t frame[2];
+        if (fp < min_fp || (fp & 7) != 0 || read_stack(ctx, fp, frame, sizeof frame) != 0) break;
+        if (frame[1] < 4096) break;
+        pcs[depth++] = frame[1];
+        if (frame[0] <= fp) break; // callers' frames are higher
+        min_fp = fp + 16;
+        fp = frame[0];
+    }
+    return depth;
+}
+
+// --- libunwind --------------------------------------------------------------
+
+static int dwarf_enabled = 1;
+
+#if CPPROF_HAVE_LIBUNWIND
+typedef unw_addr_space_t (*create_as_fn)(unw_accessors_t *, int);
+typedef int (*init_remote_fn)(unw_cursor_t *, unw_addr_space_t, void *);
+typedef int (*step_fn)(unw_cursor_t *);
+typedef int (*get_reg_fn)(unw_cursor_t *, unw_regnum_t, unw_word_t *);
+typedef int (*set_caching_fn)(unw_addr_space_t, unw_caching_policy_t);
+typedef int (*set_cache_size_fn)(unw_addr_space_t, size_t, int);
+typedef void (*flush_cache_fn)(unw_addr_space_t, unw_word_t, unw_word_t);
+typedef int (*search_table_fn)(unw_addr_space_t, unw_word_t, unw_dyn_info_t *, unw_proc_info_t *, int,
+                               void *);
+
+static struct {
+    int tried, ok;
+    init_remote_fn init_remote;
+    step_fn step;
+    get_reg_fn get_reg;
+    flush_cache_fn flush_cache;
+    search_table_fn search_table;
+    unw_addr_space_t as;
+} lu;
+
+enum { PE_OMIT = 0xff, PE_PCREL = 0x10, PE_DATAREL = 0x30, PE_SDATA4_DATAREL = 0x3b };
+
+// Reads a DWARF-EH encoded value (the forms eh_frame_hdr uses).
+static int read_encoded(uintptr_t *p, uint8_t enc, uintptr_t datarel_base, uint64_t *out) {
+    if (enc == PE_OMIT) return -1;
+    uintptr_t at = *p;
+    uint64_t v;
+    size_t size;
+    switch (enc & 0x0f) {
+    case 0x00: case 0x04: case 0x0c: { uint64_t x; if (safe_read(at, &x, 8)) return -1; v = x; size = 8; break; }
+    case 0x03: { uint32_t x; if (safe_read(at, &x, 4)) return -1; v = x; size = 4; break; }
+    case 0x0b: { int32_t x; if (safe_read(at, &x, 4)) return -1; v = (uint64_t)(int64_t)x; size = 4; break; }
+    case 0x02: { uint16_t x; if (safe_read(at, &x, 2)) return -1; v = x; size = 2; break; }
+    case 0x0a: { int16_t x; if (safe_read(at, &x, 2)) return -1; v = (uint64_t)(int64_t)x; size = 2; break; }
+    default: return -1;
+    }
+    switch (enc & 0x70) {
+    case 0x00: break;
+    case PE_PCREL: v += at; break;
+    case PE_DATAREL: v += datarel_base; break;
+    default: return -1;
+    }
+    *p = at + size;
+    *out = v;
+    return 0;
+}
+
+static int acc_find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t *pi, int need_unwind_info,
+                              void *arg) {
+    const text_range *t = find_text((uintptr_t)ip);
+    if (t == NULL || t->eh_frame_hdr == 0) return -UNW_ENOINFO;
+    uint8_t hdr[4]; // version, eh_frame_ptr_enc, fde_count_enc, table_enc
+    if (safe_read(t->eh_frame_hdr, hdr, sizeof hdr) != 0) return -UNW_ENOINFO;
+    if (hdr[0] != 1 || hdr[3] != PE_SDATA4_DATAREL) return -UNW_ENOINFO; // no binary-search table
+    uintptr_t p = t->eh_frame_hdr + 4;
+    uint64_t eh_frame, fde_count;
+    if (read_encoded(&p, hdr[1], t->eh_frame_hdr, &eh_frame) != 0) return -UNW_ENOINFO;
+    if (read_encoded(&p, hdr[2], t->eh_frame_hdr, &fde_count) != 0) return -UNW_ENOINFO;
+    if (!is_loaded(p, (size_t)fde_count * 8)) return -UNW_ENOINFO;
+    unw_dyn_info_t di;
+    memset(&di, 0, sizeof di);
+    di.format = UNW_INFO_FORMAT_REMOTE_TABLE;
+    di.start_ip = t->lo;
+    di.end_ip = t->hi;
+    di.u.rti.segbase = t->eh_frame_hdr;
+    di.u.rti.table_data = p;
+    // The table holds fde_count pairs of int32; table_len counts words.
+    di.u.rti.table_len = fde_count * 8 / sizeof(unw_word_t);
+    return lu.search_table(as, ip, &di, pi, need_unwind_info, arg);
+}
+
+static void acc_put_unwind_info(unw_addr_space_t as, unw_proc_info_t *pi, void *arg) {
+    (void)as; (void)pi; (void)arg;
+}
+
+static int acc_get_dyn_info_list_addr(unw_addr_space_t as, unw_word_t *addr, void *arg) {
+    (void)as; (void)addr; (void)arg;
+    return -UNW_ENOINFO;
+}
+
+static int acc_access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val, int write, void *arg) {
+    (void)as;
+    unwind_ctx *ctx = arg;
+    if (write) return -UNW_EINVAL;
+    const cpprof_stack_copy *c = ctx->copy;
+    // Anything in or near the thread's stack comes from the copy or not at all.
+    if (addr + sizeof *val > c->stack_addr - 4096 && addr < c->stack_addr + c->stack_len + (1u << 20))
+        return read_stack(ctx, (uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
+    return safe_read((uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
+}
+
+static int acc_access_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *val, int write, void *arg) {
+    (void)as;
+    unwind_ctx *ctx = arg;
+    if (reg < 0 || reg >= CPPROF_NREGS) return -UNW_EBADREG;
+    if (write) ctx->regs[reg] = *val;
+    else *val = ctx->regs[reg];
+    return 0;
+}
+
+static int acc_access_fpreg(unw_addr_space_t as, unw_regnum_t reg, unw_fpreg_t *val, int write, void *arg) {
+    (void)as; (void)reg; (void)val; (void)write; (void)arg;
+    return -UNW_EBADREG;
+}
+
+static int acc_resume(unw_addr_space_t as, unw_cursor_t *c, void *arg) {
+    (void)as; (void)c; (void)arg;
+    return -UNW_EINVAL;
+}
+
+static int acc_get_proc_name(unw_addr_space_t as, unw_word_t addr, char *buf, size_t len, unw_word_t *off,
+                             void *arg) {
+    (void)as; (void)addr; (void)buf; (void)len; (void)off; (void)arg;
+    return -UNW_ENOINFO;
+}
+
+static unw_accessors_t accessors = {
+    .find_proc_info = acc_find_proc_info,
+    .put_unwind_info = acc_put_unwind_info,
+    .get_dyn_info_list_addr = acc_get_dyn_info_list_addr,
+    .access_mem = acc_access_mem,
+    .access_reg = acc_access_reg,
+    .access_fpreg = acc_access_fpreg,
+    .resume = acc_resume,
+    .get_proc_name = acc_get_proc_name,
+};
+
+static void load_libunwind(void) {
+    if (lu.tried) return;
+    lu.tried = 1;
+    void *h = dlopen("libunwind-x86_64.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) h = dlopen("libunwind-x86_64.so", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) return;
+    create_as_fn create = (create_as_fn)dlsym(h, "_Ux86_64_create_addr_space");
+    set_caching_fn caching = (set_caching_fn)dlsym(h, "_Ux86_64_set_caching_policy");
+    set_cache_size_fn cache_size = (set_cache_size_fn)dlsym(h, "_Ux86_64_set_cache_size");
+    lu.init_remote = (init_remote_fn)dlsym(h, "_Ux86_64_init_remote");
+    lu.step = (step_fn)dlsym(h, "_Ux86_64_step");
+    lu.get_reg = (get_reg_fn)dlsym(h, "_Ux86_64_get_reg");
+    lu.flush_cache = (flush_cache_fn)dlsym(h, "_Ux86_64_flush_cache");
+    lu.search_table = (search_table_fn)dlsym(h, "_Ux86_64_dwarf_search_unwind_table");
+    if (!create || !lu.init_remote || !lu.step || !lu.get_reg || !lu.search_table) return;
+    lu.as = create(&accessors, 0);
+    if (lu.as == NULL) return;
+    // The cache belongs to this private address space; flushed every batch.
+    if (caching) caching(lu.as, UNW_CACHE_GLOBAL);
+    if (cache_size) cache_size(lu.as, 1024, 0);
+    lu.ok = 1; // the handle stays open for the life of the process
+}
+#endif
+
+// --- batch ------------------------------------------------------------------
+
+int cpprof_unwind_begin(void) {
+    self_pid = getpid();
+    text_count = load_count = 0;
+    dl_iterate_phdr(collect_image, NULL);
+    qsort(texts, text_count, sizeof *texts, by_lo_text);
+    qsort(loads, load_count, sizeof *loads, by_lo_load);
+    if (cache == NULL) cache = calloc(LINE_COUNT, sizeof *cache);
+    else memset(cache, 0, LINE_COUNT * sizeof *cache);
+    if (cache == NULL) return 0;
+#if CPPROF_HAVE_LIBUNWIND
+    load_libunwind();
+    if (!lu.ok) return 0;
+    if (lu.flush_cache) lu.flush_cache(lu.as, 0, 0);
+    return dwarf_enabled;
+#else
+    return 0;
+#endif
+}
+
+void cpprof_unwind_end(void) {
+    if (pipe_fds[0] >= 0) {
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        pipe_fds[0] = pipe_fds[1] = -1;
+    }
+}
+
+uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max, uint8_t *unwinder,
+                            uint8_t *truncated) {
+    *unwinder = CPPROF_UNWIND_NONE;
+    *truncated = 0;
+    if (max == 0) return 0;
+    unwind_ctx ctx;
+    ctx.copy = copy;
+    memcpy(ctx.regs, copy->regs, sizeof ctx.regs);
+    ctx.hit_copy_end = 0;
+    uint32_t depth = 0;
+    pcs[depth++] = copy->regs[CPPROF_REG_RIP];
+    uint64_t fp = copy->regs[CPPROF_REG_RBP];
+    uint64_t min_fp = copy->regs[CPPROF_REG_RSP];
+    int finished = 0;
+#if CPPROF_HAVE_LIBUNWIND
+    if (lu.ok && dwarf_enabled && cache != NULL) {
+        unw_cursor_t cursor;
+        if (lu.init_remote(&cursor, lu.as, &ctx) == 0) {
+            *unwinder = CPPROF_UNWIND_DWARF;
+            uint64_t prev_sp = copy->regs[CPPROF_REG_RSP];
+            while (depth < max) {
+                int r = lu.step(&cursor);
+                if (r == 0) { finished = 1; break; }
+                if (r < 0) break;
+                unw_word_t ip = 0, sp = 0;
+                if (lu.get_reg(&cursor, UNW_REG_IP, &ip) < 0 || lu.get_reg(&cursor, UNW_REG_SP, &sp) < 0) break;
+                if (ip == 0) { finished = 1; break; }
+                if (sp < prev_sp) break; // the stack cannot shrink towards callers
+                pcs[depth++] = ip;
+                prev_sp = sp;
+            }
+            // Where DWARF gave up, frame pointers may still go on.
+            unw_word_t rbp = 0;
+            if (lu.get_reg(&cursor, UNW_X86_64_RBP, &rbp) == 0) fp = rbp;
+            min_fp = prev_sp;
+        }
+    }
+#endif
+    if (!finished && depth < max) {
+        uint32_t before = depth;
+        depth = walk_copy(&ctx, fp, min_fp, pcs, depth, max);
+        if (depth > before || *unwinder == CPPROF_UNWIND_NONE)
+            *unwinder = *unwinder == CPPROF_UNWIND_DWARF ? CPPROF_UNWIND_DWARF_THEN_FP : CPPROF_UNWIND_FRAME_POINTERS;
+    }
+    if (depth == max || (!finished && ctx.hit_copy_end)) *truncated = 1;
+    return depth;
+}
+
+int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end) {
+#if CPPROF_HAVE_LIBUNWIND
+    if (!lu.ok || cache == NULL) return 0;
+    cpprof_stack_copy none;
+    memset(&none, 0, sizeof none);
+    unwind_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.copy = &none;
+    unw_proc_info_t pi;
+    memset(&pi, 0, sizeof pi);
+    if (acc_find_proc_info(lu.as, addr, &pi, 0, &ctx) != 0) return 0;
+    *start = pi.start_ip;
+    *end = pi.end_ip;
+    return 1;
+#else
+    (void)addr; (void)start; (void)end;
+    return 0;
+#endif
+}
+
+void cpprof_threads_set_dwarf_for_testing(int enabled) { dwarf_enabled = enabled; }
