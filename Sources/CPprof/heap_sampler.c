@@ -5,10 +5,10 @@
 // allocation of s bytes is sampled with probability 1 - exp(-s/rate).
 //
 // A sample records the allocating thread's stack (frame-pointer walk bounded
-// by the thread's own stack, whose range is looked up once per thread) and
-// goes into the tables of heap_table.c. Everything a sample does runs under a
-// per-thread re-entrancy guard: allocations made meanwhile (pthread_getattr_np
-// allocates) are forwarded and never sampled.
+// by the thread's own stack, as thread_stack.c learnt it at thread start: never
+// looked up from here, see there why) and goes into the tables of
+// heap_table.c. Everything a sample does runs under a per-thread re-entrancy
+// guard: allocations made meanwhile are forwarded and never sampled.
 #include "heap_internal.h"
 
 #ifdef CPPROF_HEAP_PROFILING
@@ -29,8 +29,6 @@ static _Atomic uint64_t st_sampled_allocs, st_sampled_frees, st_dropped_live, st
 
 static CPPROF_TLS uint8_t busy;          // this thread is inside a sample
 static CPPROF_TLS uint64_t rng_state;
-static CPPROF_TLS uint8_t stack_known;   // 0: not looked up, 1: known, 2: unknown
-static CPPROF_TLS uintptr_t stack_low, stack_high;
 
 static uint64_t next_random(void) {
     uint64_t x = rng_state;
@@ -76,29 +74,6 @@ int cpprof_heap_should_sample_slow(uint64_t config, size_t size) {
     return 1;
 }
 
-// The end of this thread's stack if `sp` lies in it. Looked up once per
-// thread (pthread_getattr_np may allocate: we are under the guard).
-static int thread_stack_end(uintptr_t sp, uintptr_t *end) {
-    if (stack_known == 0) {
-        stack_known = 2;
-        pthread_attr_t attr;
-        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-            void *addr = NULL;
-            size_t size = 0;
-            if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size != 0) {
-                stack_low = (uintptr_t)addr;
-                stack_high = (uintptr_t)addr + size;
-                stack_known = 1;
-            }
-            pthread_attr_destroy(&attr);
-        }
-    }
-    // On another stack (a signal handler's sigaltstack, a coroutine): leaf only.
-    if (stack_known != 1 || sp < stack_low || sp >= stack_high) return 0;
-    *end = stack_high;
-    return 1;
-}
-
 void cpprof_heap_record_alloc(void *ptr, size_t size, uintptr_t ret, uintptr_t frame) {
     if (busy) return;
     busy = 1;
@@ -110,7 +85,7 @@ void cpprof_heap_record_alloc(void *ptr, size_t size, uintptr_t ret, uintptr_t f
     uint64_t pcs[CPPROF_HEAP_MAX_DEPTH];
     uint32_t depth;
     uintptr_t end = 0;
-    if (frame != 0 && thread_stack_end(frame, &end) && frame + 2 * sizeof(uintptr_t) <= end) {
+    if (frame != 0 && cpprof_thread_stack_end(frame, &end) && frame + 2 * sizeof(uintptr_t) <= end) {
         // frame[0]: the caller's frame pointer; frame[1] is `ret` itself.
         uintptr_t caller_fp = ((const uintptr_t *)frame)[0];
         depth = cpprof_walk_frames(ret, caller_fp, frame + 2 * sizeof(uintptr_t), end, pcs,

@@ -24,6 +24,14 @@ void cpprof_stackmap_clear(void);     // not signal-safe
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end);
 extern _Atomic uint64_t cpprof_stackmap_leaks;
 
+// --- thread_stack.c: the calling thread's stack bounds ---
+// Learns them with pthread_getattr_np; only where no glibc lock is held
+// (thread start, constructors), never from an allocator hook.
+void cpprof_thread_stack_learn(void);
+// The end of the calling thread's stack if `sp` lies in it: 1 and *end set.
+// Async-signal-safe and allocation-free.
+int cpprof_thread_stack_end(uintptr_t sp, uintptr_t *end);
+
 // --- frame_walk.c ---
 // Fills pcs[0] = pc, then the return addresses of a frame-pointer chain that
 // stays inside [sp, stack_end). Returns the depth. Async-signal-safe.

@@ -45,7 +45,6 @@ static _Atomic uint64_t st_created, st_dropped;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static int key_ok;
-static CPPROF_TLS uintptr_t stack_top; // 0: not known yet; 1: unknown
 
 static pthread_create_fn resolve_real(void) {
     pthread_create_fn f = atomic_load_explicit(&real_create, memory_order_acquire);
@@ -110,26 +109,12 @@ static void *cpprof_thread_trampoline(void *raw) {
     start_block *b = raw;
     void *(*start)(void *) = b->start;
     void *arg = b->arg;
+    cpprof_thread_stack_learn(); // before any user code: no glibc lock is held yet
     tc_entry *e = insert((int32_t)syscall(SYS_gettid), b->pcs, b->depth);
     free(b);
     pthread_once(&key_once, make_key);
     if (e != NULL && key_ok) pthread_setspecific(exit_key, e);
     return start(arg);
-}
-
-static uintptr_t current_stack_top(void) {
-    if (stack_top == 0) {
-        stack_top = 1;
-        pthread_attr_t attr;
-        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-            void *addr = NULL;
-            size_t size = 0;
-            if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr != NULL)
-                stack_top = (uintptr_t)addr + size;
-            pthread_attr_destroy(&attr);
-        }
-    }
-    return stack_top;
 }
 
 __attribute__((noinline)) int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
@@ -143,10 +128,11 @@ __attribute__((noinline)) int pthread_create(pthread_t *thread, const pthread_at
     // pcs[0] is the return address into the creator, then its callers.
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
     uintptr_t ret = (uintptr_t)__builtin_return_address(0);
-    uintptr_t top = current_stack_top();
+    uintptr_t top = 0;
     uintptr_t caller_fp = *(const uintptr_t *)fp;
-    b->depth = top > 1 ? cpprof_walk_frames(ret, caller_fp, fp + 16, top, b->pcs, CPPROF_THREADCREATE_MAX_FRAMES)
-                       : cpprof_walk_frames(ret, 0, 0, 0, b->pcs, 1);
+    b->depth = cpprof_thread_stack_end(fp, &top)
+        ? cpprof_walk_frames(ret, caller_fp, fp + 16, top, b->pcs, CPPROF_THREADCREATE_MAX_FRAMES)
+        : cpprof_walk_frames(ret, 0, 0, 0, b->pcs, 1);
     int r = real(thread, attr, cpprof_thread_trampoline, b);
     if (r != 0) free(b);
     else atomic_fetch_add_explicit(&st_created, 1, memory_order_relaxed);

@@ -48,6 +48,22 @@ extension CPUSamplingTests {
             usleep(10_000)
         }
 
+        @Test("the frame walk rejects garbage frame pointers without reading them")
+        func walkRejectsGarbage() {
+            var pcs = [UInt64](repeating: 0, count: 8)
+            var local: UInt64 = 0
+            let sp = withUnsafeMutablePointer(to: &local) { UInt(bitPattern: $0) }
+            let end = sp + 4096
+            // Values that would fault if dereferenced: near the top of the
+            // address space (where fp + 16 wraps), misaligned, below sp, null.
+            for fp: UInt in [UInt.max - 15, UInt.max - 7, sp + 3, sp - 64, 0] {
+                let depth = cpprof_walk_frames_for_testing(0x1234, fp, sp, end, &pcs, 8)
+                #expect(depth == 1 && pcs[0] == 0x1234, "fp \(String(fp, radix: 16)) walked \(depth) frames")
+            }
+            // No known stack region: the leaf only.
+            #expect(cpprof_walk_frames_for_testing(0x1234, sp, sp, 0, &pcs, 8) == 1)
+        }
+
         @Test("a cancelled profile ends early")
         func cancellation() throws {
             let start = Clock.monotonicNanoseconds()

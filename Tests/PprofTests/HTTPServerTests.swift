@@ -666,7 +666,8 @@ struct HTTPServerTests {
             return HTTPResponse(status: 200)
         }
         defer { server.stop() }
-        #expect(threadNames().contains("pprof-accept"))
+        // The accept thread names itself once it runs, which may be a moment after start().
+        #expect(waitUntil { threadNames().contains("pprof-accept") })
         let client = try RawClient(address)
         client.send("GET / HTTP/1.1\r\n\r\n")
         #expect(try client.readResponse().status == 200)

@@ -23,7 +23,8 @@ struct PprofEndpoints: Sendable {
     }
 
     static var defaultProfiles: [any NamedProfile] {
-        [HeapProfile.heap, HeapProfile.allocs, ContentionProfile.block, ContentionProfile.mutex]
+        [HeapProfile.heap, HeapProfile.allocs, GoroutineProfile(), ThreadCreateProfile(),
+         ContentionProfile.block, ContentionProfile.mutex]
     }
 
     /// `isCancelled` tells a long request (a CPU profile) that its client left.
