@@ -8,12 +8,15 @@ import Synchronization
 /// loaded object, read from disk: they name every function, including the
 /// local Swift symbols dladdr cannot see.
 ///
-/// Files and lines are not resolved (file "", line 0, no inlined frames).
-/// The toolchain's Runtime module can map addresses to lines, but it re-runs
-/// every line-number program of the image for each address: about 0.45 ms
-/// per address for this package's 79 KB test binary, growing linearly with
-/// .debug_line, i.e. tens of milliseconds per address for a real server.
-/// Doing it properly means a DWARF line-table reader indexed once per image.
+/// Files and lines come from the image's DWARF .debug_line, indexed once
+/// per image on the first address that lands in it (`LineTable`) and then
+/// answered by binary search. (The toolchain's Runtime module re-runs every
+/// line-number program of the image for each address: tens of milliseconds
+/// per address for a real server.) Line info is read from the image itself
+/// or from its separate debug file under /usr/lib/debug/.build-id. Images
+/// without line info give file "" and line 0. Inlined frames are not
+/// reported: an address in inlined code gets the inlined code's file and
+/// line under the physical function's name.
 final class Symbolizer: Sendable {
     static let shared = Symbolizer()
 
@@ -81,6 +84,9 @@ private struct State {
     /// Symbol tables, loaded on an object's first address and kept for the
     /// process's life; nil where the file could not be read.
     var symbolTables: [LoadedObject: FunctionSymbolTable?] = [:]
+    /// Line tables, built from the same file on an object's first address;
+    /// `LineTable.empty` where it has no line info.
+    var lineTables: [LoadedObject: LineTable] = [:]
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
@@ -136,10 +142,34 @@ private struct State {
         return nil
     }
 
+    mutating func lines(of object: LoadedObject, symbols: FunctionSymbolTable) -> LineTable {
+        if let known = lineTables[object] { return known }
+        let table = LineTable(image: symbols.image) ?? separateDebugLines(of: object, image: symbols.image) ?? .empty
+        lineTables[object] = table
+        return table
+    }
+
+    /// Line info from a separate debug file, where distributions install
+    /// them: /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg).
+    /// Used only if its build id matches.
+    func separateDebugLines(of object: LoadedObject, image: ELFImage) -> LineTable? {
+        let id = object.buildID.isEmpty ? image.buildID : object.buildID
+        guard id.utf8.count > 2 else { return nil }
+        let path = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
+        guard let file = MappedFile(path: path), let debug = ELFImage(bytes: file.bytes), debug.buildID == id else {
+            return nil
+        }
+        return withExtendedLifetime(file) { LineTable(image: debug) }
+    }
+
     mutating func symbolize(_ address: UInt64, in object: LoadedObject) -> [SymbolizedFrame] {
-        guard let symbol = symbols(of: object)?.lookup(address &- object.bias) else { return [] }
+        guard let table = symbols(of: object) else { return [] }
+        let fileAddress = address &- object.bias
+        guard let symbol = table.lookup(fileAddress) else { return [] }
+        let location = lines(of: object, symbols: table).lookup(fileAddress)
         return [SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
-                                file: "", line: 0, entry: symbol.address &+ object.bias)]
+                                file: location?.file ?? "", line: location?.line ?? 0,
+                                entry: symbol.address &+ object.bias)]
     }
 
     /// Build id of a mapped file, read once per file version. Falls back to
