@@ -59,6 +59,37 @@ private func libcBuildID() -> String {
     return DynamicLoader.objects().objects.first { $0.contains(getpidAddress) }?.buildID ?? ""
 }
 
+/// Symbolizes the start of every inlined-call boundary (up to `limit`) and
+/// checks the frames against the tables: one frame per inlined call, named
+/// after it, innermost first, each outer frame at the call site of the one
+/// inside it, the innermost at the line table's location. Returns how many
+/// addresses had inlined calls.
+private func expectFramesFollowTheTables(_ info: DebugInfo, bias: UInt64, symbolizer: Symbolizer,
+                                         limit: Int = 2000) -> Int {
+    var checked = 0
+    for address in info.inlines.addresses where checked < limit {
+        let chain = info.inlines.lookup(address)
+        guard !chain.isEmpty else { continue }
+        let frames = symbolizer.frames(at: bias + address)
+        // Unnamed code: e.g. the copies of a weak function the linker did not pick.
+        if frames.isEmpty { continue }
+        guard frames.count == chain.count + 1 else {
+            Issue.record("at 0x\(String(address, radix: 16)): \(frames) for \(chain)")
+            continue
+        }
+        checked += 1
+        let location = info.lines.lookup(address)
+        #expect(frames[0].file == location?.file ?? "" && frames[0].line == location?.line ?? 0)
+        for (index, call) in chain.enumerated() {
+            #expect(frames[index].systemName == call.systemName && frames[index].function == call.function)
+            #expect(frames[index].entry == 0)
+            #expect(frames[index + 1].file == call.callFile && frames[index + 1].line == call.callLine)
+        }
+        #expect(frames[chain.count].entry != 0)
+    }
+    return checked
+}
+
 @Suite struct SymbolizerTests {
     @Test func namesAnInternalSwiftFunction() throws {
         let probe = symbolizationProbe(Int(getpid()))
@@ -183,7 +214,7 @@ private func libcBuildID() -> String {
         let object = try #require(DynamicLoader.objects().objects.first { $0.contains(function) })
         let file = try #require(MappedFile(path: object.openPath))
         let image = try #require(ELFImage(bytes: file.bytes))
-        try #require(LineTable(image: image) == nil, "\(object.name) has line info; the test needs a library without")
+        try #require(DebugInfo(image: image) == nil, "\(object.name) has DWARF; the test needs a library without")
         try #require(separateDebugFile(buildID: object.buildID) == nil)
         let frame = try #require(Symbolizer().frames(at: function + 1).last)
         #expect(frame.function == "swift_demangle")
@@ -191,12 +222,30 @@ private func libcBuildID() -> String {
     }
 
     @Test(.enabled(if: separateDebugFile(buildID: libcBuildID()) != nil, "libc's debug file (libc6-dbg) is not installed"))
-    func readsLineInfoFromSeparateCompressedDebugFiles() throws {
+    func readsLinesAndInlinedCallsFromSeparateCompressedDebugFiles() throws {
         let pointer: UnsafeMutableRawPointer? = libcFunction("abort")
         let function = address(try #require(pointer))
-        let frame = try #require(Symbolizer().frames(at: function + 1).last)
+        let symbolizer = Symbolizer()
+        let frame = try #require(symbolizer.frames(at: function + 1).last)
         #expect(frame.function == "abort")
         #expect(frame.file.hasSuffix("stdlib/abort.c") && frame.line > 0, "\(frame)")
+        // glibc is built with -O2: plenty of inlined calls.
+        let libc = try #require(DynamicLoader.objects().objects.first { $0.contains(function) })
+        let path = try #require(separateDebugFile(buildID: libc.buildID))
+        let file = try #require(MappedFile(path: path))
+        let image = try #require(ELFImage(bytes: file.bytes))
+        let info = try #require(DebugInfo(image: image))
+        #expect(expectFramesFollowTheTables(info, bias: libc.bias, symbolizer: symbolizer) > 100)
+    }
+
+    @Test func reportsInlinedCallsOfThisBinary() throws {
+        // Debug Swift code has inlined calls too: macro expansions (#expect)
+        // and "Swift runtime failure" trap frames.
+        let file = try #require(MappedFile(path: "/proc/self/exe"))
+        let image = try #require(ELFImage(bytes: file.bytes))
+        let info = try #require(DebugInfo(image: image))
+        let bias = try loadBias(ofMainProgram: DynamicLoader.objects().objects)
+        #expect(expectFramesFollowTheTables(info, bias: bias, symbolizer: Symbolizer()) > 0)
     }
 
     @Test func symbolizesThousandsOfAddressesQuickly() throws {
@@ -503,6 +552,245 @@ private func expectWellFormed(_ table: LineTable) {
             let table = lineTable(bytes)
             expectWellFormed(table)
             _ = table.lookup(next())
+        }
+    }
+}
+
+// MARK: - DWARF inlined calls from hand-assembled bytes
+
+/// Copies byte arrays to raw buffers that stay put for `body`.
+private func withBuffers<R>(_ arrays: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) -> R) -> R {
+    let buffers = arrays.map { array in
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: array.count, alignment: 8)
+        buffer.copyBytes(from: array)
+        return buffer
+    }
+    defer { buffers.forEach { $0.deallocate() } }
+    return body(buffers.map { UnsafeRawBufferPointer($0) })
+}
+
+private struct InfoSections {
+    var info: [UInt8] = [], abbrev: [UInt8] = [], line: [UInt8] = [], lineStr: [UInt8] = [], str: [UInt8] = []
+    var strOffsets: [UInt8] = [], addr: [UInt8] = [], ranges: [UInt8] = [], rnglists: [UInt8] = []
+
+    func inlineTable() -> InlineTable {
+        withBuffers([info, abbrev, line, lineStr, str, strOffsets, addr, ranges, rnglists]) { b in
+            let sections = DWARFInfoSections(info: b[0], abbrev: b[1], str: b[4], lineStr: b[3], strOffsets: b[5],
+                                             addr: b[6], ranges: b[7], rnglists: b[8])
+            return InlineTable(sections: sections, units: DWARFUnit.units(in: sections),
+                               lineSections: DWARFLineSections(line: b[2], lineStr: b[3], str: b[4]))
+        }
+    }
+}
+
+private enum Attr {
+    static let name: UInt64 = 0x03, stmtList: UInt64 = 0x10, lowPC: UInt64 = 0x11, highPC: UInt64 = 0x12
+    static let compDir: UInt64 = 0x1b, abstractOrigin: UInt64 = 0x31, ranges: UInt64 = 0x55
+    static let callFile: UInt64 = 0x58, callLine: UInt64 = 0x59, linkageName: UInt64 = 0x6e
+    static let strOffsetsBase: UInt64 = 0x72, addrBase: UInt64 = 0x73, rnglistsBase: UInt64 = 0x74
+}
+
+private enum InfoForm {
+    static let addr: UInt64 = 0x01, data1: UInt64 = 0x0b, data2: UInt64 = 0x05, data4: UInt64 = 0x06
+    static let string: UInt64 = 0x08, udata: UInt64 = 0x0f, ref4: UInt64 = 0x13, secOffset: UInt64 = 0x17
+    static let addrx: UInt64 = 0x1b, implicitConst: UInt64 = 0x21, rnglistx: UInt64 = 0x23, strx1: UInt64 = 0x25
+    static let addrx1: UInt64 = 0x29
+}
+
+extension ByteAssembler {
+    /// An abbreviation declaration.
+    fileprivate mutating func abbreviation(_ code: UInt64, tag: UInt64, children: Bool, _ specs: [(UInt64, UInt64)],
+                                           implicit: Int64 = 0) {
+        uleb(code); uleb(tag); u8(children ? 1 : 0)
+        for (name, form) in specs {
+            uleb(name); uleb(form)
+            if form == InfoForm.implicitConst { sleb(implicit) }
+        }
+        u8(0, 0)
+    }
+}
+
+/// A DWARF 4 unit: an inlined Swift function (DW_AT_low_pc/high_pc) with
+/// a C function inlined into it through a lexical block (DW_AT_ranges in
+/// .debug_ranges), another inlined call whose range list changes the base
+/// address, and call files from a DWARF 4 line table relative to DW_AT_comp_dir.
+private func version4Info() -> InfoSections {
+    var sections = InfoSections()
+    var abbrev = ByteAssembler()
+    abbrev.abbreviation(1, tag: 0x11, children: true,
+                        [(Attr.stmtList, InfoForm.secOffset), (Attr.compDir, InfoForm.string), (Attr.lowPC, InfoForm.addr)])
+    abbrev.abbreviation(2, tag: 0x2e, children: false, [(Attr.linkageName, InfoForm.string), (Attr.name, InfoForm.string)])
+    abbrev.abbreviation(3, tag: 0x2e, children: true, [(Attr.lowPC, InfoForm.addr), (Attr.highPC, InfoForm.data4)])
+    abbrev.abbreviation(4, tag: 0x1d, children: true,
+                        [(Attr.abstractOrigin, InfoForm.ref4), (Attr.lowPC, InfoForm.addr), (Attr.highPC, InfoForm.data4),
+                         (Attr.callFile, InfoForm.data1), (Attr.callLine, InfoForm.udata)])
+    abbrev.abbreviation(5, tag: 0x1d, children: false,
+                        [(Attr.abstractOrigin, InfoForm.ref4), (Attr.ranges, InfoForm.secOffset),
+                         (Attr.callFile, InfoForm.data1), (Attr.callLine, InfoForm.data2)])
+    abbrev.abbreviation(6, tag: 0x2e, children: false, [(Attr.name, InfoForm.string)])
+    abbrev.abbreviation(7, tag: 0x0b, children: true, [])
+    abbrev.u8(0)
+    sections.abbrev = abbrev.bytes
+
+    var info = ByteAssembler()
+    info.u32(0); info.u16(4); info.u32(0); info.u8(8)
+    info.uleb(1); info.u32(0); info.string("/comp"); info.u64(0)
+    let inner = info.count
+    info.uleb(2); info.string("$s4Demo5inneryyF"); info.string("inner")
+    let helper = info.count
+    info.uleb(6); info.string("helper")
+    info.uleb(3); info.u64(0x1000); info.u32(0x100)
+    info.uleb(4); info.u32(UInt32(inner)); info.u64(0x1010); info.u32(0x40); info.u8(1); info.uleb(12)
+    info.uleb(7)
+    info.uleb(5); info.u32(UInt32(helper)); info.u32(0); info.u8(2); info.u16(300)
+    info.u8(0) // end of the lexical block
+    info.u8(0) // end of the inlined call
+    info.uleb(5); info.u32(UInt32(helper)); info.u32(48); info.u8(1); info.u16(20)
+    info.u8(0) // end of the subprogram
+    info.u8(0) // end of the unit
+    info.patch32(at: 0, UInt32(info.count - 4))
+    sections.info = info.bytes
+
+    var ranges = ByteAssembler()
+    ranges.u64(0x1020); ranges.u64(0x1028); ranges.u64(0x1030); ranges.u64(0x1038); ranges.u64(0); ranges.u64(0)
+    ranges.u64(.max); ranges.u64(0x1000); ranges.u64(0x80); ranges.u64(0x90); ranges.u64(0); ranges.u64(0)
+    sections.ranges = ranges.bytes
+
+    sections.line = lineUnit(version: 4) { a in
+        a.string("src"); a.u8(0)
+        a.string("main.swift"); a.uleb(1); a.uleb(0); a.uleb(0)
+        a.string("/abs/helper.h"); a.uleb(0); a.uleb(0); a.uleb(0)
+        a.u8(0)
+    } program: { _ in }
+    return sections
+}
+
+/// A DWARF 5 unit: names through strx1 and .debug_str_offsets, addresses
+/// through addrx/addrx1 and .debug_addr, DW_FORM_rnglistx into
+/// .debug_rnglists, an implicit_const call file; files from a DWARF 5 line table.
+private func version5Info() -> InfoSections {
+    var sections = InfoSections()
+    var abbrev = ByteAssembler()
+    abbrev.u8(0) // an empty table first, so the unit's abbrev offset is not 0
+    let abbrevOffset = abbrev.count
+    abbrev.abbreviation(1, tag: 0x11, children: true,
+                        [(Attr.strOffsetsBase, InfoForm.secOffset), (Attr.addrBase, InfoForm.secOffset),
+                         (Attr.lowPC, InfoForm.addrx), (Attr.rnglistsBase, InfoForm.secOffset),
+                         (Attr.stmtList, InfoForm.secOffset)])
+    abbrev.abbreviation(2, tag: 0x2e, children: false, [(Attr.linkageName, InfoForm.strx1)])
+    abbrev.abbreviation(3, tag: 0x1d, children: false,
+                        [(Attr.abstractOrigin, InfoForm.ref4), (Attr.ranges, InfoForm.rnglistx),
+                         (Attr.callFile, InfoForm.data1), (Attr.callLine, InfoForm.data1)])
+    abbrev.abbreviation(4, tag: 0x1d, children: false,
+                        [(Attr.abstractOrigin, InfoForm.ref4), (Attr.lowPC, InfoForm.addrx1), (Attr.highPC, InfoForm.data1),
+                         (Attr.callFile, InfoForm.implicitConst), (Attr.callLine, InfoForm.data1)], implicit: 1)
+    abbrev.u8(0)
+    sections.abbrev = abbrev.bytes
+
+    sections.str = version5Strings.str + Array("$s4Demo4leafyyF\0".utf8)
+    sections.lineStr = version5Strings.lineStr
+    sections.line = version5Unit
+
+    var offsets = ByteAssembler()
+    offsets.u32(8); offsets.u16(5); offsets.u16(0); offsets.u32(UInt32(version5Strings.str.count))
+    sections.strOffsets = offsets.bytes
+    var addr = ByteAssembler()
+    addr.u32(20); addr.u16(5); addr.u8(8, 0); addr.u64(0x5000); addr.u64(0x5100)
+    sections.addr = addr.bytes
+    var rnglists = ByteAssembler()
+    rnglists.u32(0); rnglists.u16(5); rnglists.u8(8, 0); rnglists.u32(1)
+    rnglists.u32(4)                                          // list 0, relative to the base (12)
+    rnglists.u8(4); rnglists.uleb(0x10); rnglists.uleb(0x20) // offset_pair from the unit's low_pc
+    rnglists.u8(1); rnglists.uleb(1)                         // base_addressx: 0x5100
+    rnglists.u8(4); rnglists.uleb(0x40); rnglists.uleb(0x48)
+    rnglists.u8(0)
+    rnglists.patch32(at: 0, UInt32(rnglists.count - 4))
+    sections.rnglists = rnglists.bytes
+
+    var info = ByteAssembler()
+    info.u32(0); info.u16(5); info.u8(1, 8); info.u32(UInt32(abbrevOffset))
+    info.uleb(1); info.u32(8); info.u32(8); info.uleb(0); info.u32(12); info.u32(0)
+    let leaf = info.count
+    info.uleb(2); info.u8(0)
+    info.uleb(3); info.u32(UInt32(leaf)); info.uleb(0); info.u8(0); info.u8(7)
+    info.uleb(4); info.u32(UInt32(leaf)); info.u8(1); info.u8(0x10); info.u8(9)
+    info.u8(0)
+    info.patch32(at: 0, UInt32(info.count - 4))
+    sections.info = info.bytes
+    return sections
+}
+
+private func describe(_ table: InlineTable, _ address: UInt64) -> String {
+    table.lookup(address).map { "\($0.systemName)@\($0.callFile):\($0.callLine)" }.joined(separator: " < ")
+}
+
+/// Boundaries strictly increasing, every node index valid, nothing in effect after the last.
+private func expectWellFormed(_ table: InlineTable) {
+    #expect(zip(table.addresses, table.addresses.dropFirst()).allSatisfy { $0 < $1 })
+    #expect(table.innermost.allSatisfy { $0 == InlineTable.none || Int($0) < table.nodes.count })
+    #expect(table.innermost.last == nil || table.innermost.last == InlineTable.none)
+    for (index, node) in table.nodes.enumerated() {
+        #expect(node.parent == InlineTable.none || Int(node.parent) < index)
+        #expect(Int(node.name) < table.names.count && Int(node.callFile) < table.paths.count)
+    }
+}
+
+@Suite struct SymbolizerInlineTableTests {
+    @Test func readsDWARF4InlinedCalls() {
+        let table = version4Info().inlineTable()
+        expectWellFormed(table)
+        let inner = "$s4Demo5inneryyF@/comp/src/main.swift:12"
+        let expected: [(UInt64, String)] = [
+            (0x1000, ""), (0x100f, ""), (0x1010, inner), (0x101f, inner),
+            (0x1020, "helper@/abs/helper.h:300 < " + inner), (0x1027, "helper@/abs/helper.h:300 < " + inner),
+            (0x1028, inner), (0x1030, "helper@/abs/helper.h:300 < " + inner), (0x1038, inner), (0x104f, inner),
+            (0x1050, ""), (0x1080, "helper@/comp/src/main.swift:20"), (0x108f, "helper@/comp/src/main.swift:20"),
+            (0x1090, ""), (0, ""), (.max, ""),
+        ]
+        for (address, chain) in expected {
+            #expect(describe(table, address) == chain, "at 0x\(String(address, radix: 16))")
+        }
+        let frame = table.lookup(0x1010).first
+        #expect(frame?.function == demangleSwiftSymbol("$s4Demo5inneryyF") && frame?.function != frame?.systemName)
+        #expect(table.lookup(0x1080).first?.function == "helper")
+    }
+
+    @Test func readsDWARF5InlinedCalls() {
+        let table = version5Info().inlineTable()
+        expectWellFormed(table)
+        let fromMain = "$s4Demo4leafyyF@/work/proj/main.swift:7"
+        let fromUtil = "$s4Demo4leafyyF@/work/proj/include/util.h:9"
+        let expected: [(UInt64, String)] = [
+            (0x500f, ""), (0x5010, fromMain), (0x501f, fromMain), (0x5020, ""),
+            (0x5100, fromUtil), (0x510f, fromUtil), (0x5110, ""), (0x5140, fromMain), (0x5147, fromMain), (0x5148, ""),
+        ]
+        for (address, chain) in expected {
+            #expect(describe(table, address) == chain, "at 0x\(String(address, radix: 16))")
+        }
+    }
+
+    @Test func damagedDebugInfoNeverCrashes() {
+        for base in [version4Info(), version5Info()] {
+            // Truncated .debug_info: the unit is lost, nothing else happens.
+            for length in 0..<base.info.count {
+                var sections = base
+                sections.info = Array(base.info.prefix(length))
+                let table = sections.inlineTable()
+                expectWellFormed(table)
+                #expect(table.boundaryCount == 0, "info prefix of \(length) bytes")
+            }
+            // Every byte of .debug_info, .debug_abbrev and the range lists damaged in turn.
+            for keyPath in [\InfoSections.info, \.abbrev, \.ranges, \.rnglists, \.addr, \.strOffsets] {
+                for index in base[keyPath: keyPath].indices {
+                    for value: UInt8 in [0x00, 0xff, 0x80, base[keyPath: keyPath][index] ^ 0x01] {
+                        var sections = base
+                        sections[keyPath: keyPath][index] = value
+                        let table = sections.inlineTable()
+                        expectWellFormed(table)
+                        for address: UInt64 in [0x1010, 0x1020, 0x5010, 0x5100] { _ = table.lookup(address) }
+                    }
+                }
+            }
         }
     }
 }

@@ -51,7 +51,10 @@ struct LineTable: Sendable {
     /// A unit that is malformed contributes nothing; the others still count.
     /// `keepSequence` sees each sequence's start address and may drop it
     /// (sequences of functions the linker discarded start at 0 or -1).
-    init(sections: DWARFLineSections, keepSequence: (UInt64) -> Bool = { _ in true }) {
+    /// `compilationDirectories` (by unit offset in .debug_line, from the
+    /// units' DW_AT_comp_dir) anchors relative paths of DWARF 2-4 programs.
+    init(sections: DWARFLineSections, compilationDirectories: [Int: [UInt8]] = [:],
+         keepSequence: (UInt64) -> Bool = { _ in true }) {
         var builder = LineTableBuilder()
         var cursor = DWARFCursor(sections.line)
         while !cursor.isAtEnd {
@@ -62,9 +65,13 @@ struct LineTable: Sendable {
             let unitEnd = cursor.offset + Int(length)
             builder.beginUnit()
             do {
-                try LineProgram.run(sections: sections, unitStart: unitStart,
-                                    contentStart: cursor.offset, unitEnd: unitEnd, offsetSize: offsetSize,
-                                    builder: &builder, keepSequence: keepSequence)
+                var program = LineProgram()
+                program.offsetSize = offsetSize
+                program.compilationDirectory = compilationDirectories[unitStart] ?? []
+                var header = DWARFCursor(sections.line, offset: cursor.offset, limit: unitEnd)
+                let programStart = try program.readHeader(&header)
+                var body = DWARFCursor(sections.line, offset: programStart, limit: unitEnd)
+                try program.execute(&body, sections: sections, builder: &builder, keepSequence: keepSequence)
                 builder.commitUnit()
             } catch {
                 builder.abandonUnit()
@@ -86,7 +93,7 @@ struct LineTable: Sendable {
 
 /// Where a string of a file or directory entry lives; resolved only for
 /// the entries rows actually use.
-private struct StringReference {
+struct StringReference {
     enum Section: UInt8 { case none, line, lineStr, str }
     var section: Section
     var offset: UInt64
@@ -94,13 +101,13 @@ private struct StringReference {
     static let none = StringReference(section: .none, offset: 0)
 }
 
-private struct FileEntry {
+struct FileEntry {
     var name: StringReference
     var directory: UInt64
 }
 
 /// Collects the rows of all sequences, then sorts the sequences into one table.
-private struct LineTableBuilder {
+struct LineTableBuilder {
     struct Sequence {
         var start: UInt64
         var end: UInt64
@@ -224,7 +231,8 @@ private struct LineTableBuilder {
             previousEnd = sequence.end
         }
         // Paths of rows dropped with their sequences stay; they cost little.
-        return LineTable(addresses: outAddresses, files: outFiles, lines: outLines, paths: paths)
+        return LineTable(addresses: compacted(outAddresses), files: compacted(outFiles), lines: compacted(outLines),
+                         paths: compacted(paths))
     }
 }
 
@@ -255,10 +263,13 @@ enum DWARFForm {
     static let rnglistx: UInt64 = 0x23, refSup8: UInt64 = 0x24
     static let strx1: UInt64 = 0x25, strx2: UInt64 = 0x26, strx3: UInt64 = 0x27, strx4: UInt64 = 0x28
     static let addrx1: UInt64 = 0x29, addrx2: UInt64 = 0x2a, addrx3: UInt64 = 0x2b, addrx4: UInt64 = 0x2c
+    // GNU extensions (split DWARF, dwz): sized, but pointing elsewhere.
+    static let gnuAddrIndex: UInt64 = 0x1f01, gnuStrIndex: UInt64 = 0x1f02
+    static let gnuRefAlt: UInt64 = 0x1f20, gnuStrpAlt: UInt64 = 0x1f21
 }
 
 /// One line-number program: its header, file table and state machine.
-private struct LineProgram {
+struct LineProgram {
     var version: UInt16 = 0
     var offsetSize = 4
     var minimumInstructionLength: UInt64 = 1
@@ -273,19 +284,28 @@ private struct LineProgram {
     var fileEntries: [FileEntry] = []
     /// Path-table index per file entry, filled in on first use.
     var resolvedFiles: [UInt32?] = []
+    /// DW_AT_comp_dir of the unit, for DWARF 2-4 (DWARF 5 has directory 0).
+    var compilationDirectory: [UInt8] = []
 
-    static func run(sections: DWARFLineSections, unitStart: Int, contentStart: Int, unitEnd: Int, offsetSize: Int,
-                    builder: inout LineTableBuilder, keepSequence: (UInt64) -> Bool) throws(MalformedDWARF) {
+    /// The header of the program at `offset` in .debug_line (for file
+    /// names of DW_AT_call_file), nil if malformed.
+    static func header(at offset: UInt64, in line: UnsafeRawBufferPointer,
+                       compilationDirectory: [UInt8]) -> LineProgram? {
+        guard offset < UInt64(line.count) else { return nil }
+        var cursor = DWARFCursor(line, offset: Int(offset))
+        guard let (length, offsetSize) = try? cursor.initialLength(), length <= UInt64(cursor.remaining) else {
+            return nil
+        }
         var program = LineProgram()
         program.offsetSize = offsetSize
-        var cursor = DWARFCursor(sections.line, offset: contentStart, limit: unitEnd)
-        let programStart = try program.readHeader(&cursor, sections: sections)
-        var body = DWARFCursor(sections.line, offset: programStart, limit: unitEnd)
-        try program.execute(&body, sections: sections, builder: &builder, keepSequence: keepSequence)
+        program.compilationDirectory = compilationDirectory
+        var header = DWARFCursor(line, offset: cursor.offset, limit: cursor.offset + Int(length))
+        guard (try? program.readHeader(&header)) != nil else { return nil }
+        return program
     }
 
     /// Reads the header up to the program; returns where the program starts.
-    mutating func readHeader(_ cursor: inout DWARFCursor, sections: DWARFLineSections) throws(MalformedDWARF) -> Int {
+    mutating func readHeader(_ cursor: inout DWARFCursor) throws(MalformedDWARF) -> Int {
         version = try cursor.fixed(UInt16.self)
         guard (2...5).contains(version) else { throw MalformedDWARF() }
         if version >= 5 {
@@ -498,19 +518,29 @@ private struct LineProgram {
     /// The path-table index of file register value `file`. DWARF 5 numbers
     /// files from 0, earlier versions from 1; an unknown file maps to "".
     mutating func resolveFile(_ file: UInt64, sections: DWARFLineSections, builder: inout LineTableBuilder) -> UInt32 {
-        let entryIndex: UInt64 = version >= 5 ? file : file &- 1
-        guard entryIndex < UInt64(fileEntries.count) else { return builder.path([]) }
-        if let known = resolvedFiles[Int(entryIndex)] { return known }
-        let index = builder.path(fullPath(of: fileEntries[Int(entryIndex)], sections: sections))
-        resolvedFiles[Int(entryIndex)] = index
+        guard let entryIndex = entryIndex(ofFile: file) else { return builder.path([]) }
+        if let known = resolvedFiles[entryIndex] { return known }
+        let index = builder.path(fullPath(of: fileEntries[entryIndex], sections: sections))
+        resolvedFiles[entryIndex] = index
         return index
+    }
+
+    func entryIndex(ofFile file: UInt64) -> Int? {
+        let entryIndex: UInt64 = version >= 5 ? file : file &- 1
+        return entryIndex < UInt64(fileEntries.count) ? Int(entryIndex) : nil
+    }
+
+    /// The full path of file number `file` ("" if there is no such file).
+    func path(ofFile file: UInt64, sections: DWARFLineSections) -> [UInt8] {
+        guard let entryIndex = entryIndex(ofFile: file) else { return [] }
+        return fullPath(of: fileEntries[entryIndex], sections: sections)
     }
 
     /// Joins directory and name as DWARF says: an absolute name stands
     /// alone; a relative directory is relative to the compilation directory,
-    /// which DWARF 5 stores as directory 0 (earlier versions keep it in
-    /// .debug_info, not read here, so such paths stay relative). Names in
-    /// angle brackets, like Swift's <compiler-generated>, are not paths.
+    /// which DWARF 5 stores as directory 0 and earlier versions leave to the
+    /// unit's DW_AT_comp_dir (if known; else the path stays relative).
+    /// Names in angle brackets, like Swift's <compiler-generated>, are not paths.
     func fullPath(of entry: FileEntry, sections: DWARFLineSections) -> [UInt8] {
         let name = bytes(of: entry.name, sections: sections)
         if name.first == UInt8(ascii: "/") || name.first == UInt8(ascii: "<") && name.last == UInt8(ascii: ">") {
@@ -524,8 +554,13 @@ private struct LineProgram {
                     directory = joined(bytes(of: base, sections: sections), directory)
                 }
             }
-        } else if entry.directory >= 1 && entry.directory <= UInt64(directories.count) {
-            directory = bytes(of: directories[Int(entry.directory - 1)], sections: sections)
+        } else {
+            if entry.directory >= 1 && entry.directory <= UInt64(directories.count) {
+                directory = bytes(of: directories[Int(entry.directory - 1)], sections: sections)
+            }
+            if directory.first != UInt8(ascii: "/") {
+                directory = joined(compilationDirectory, directory)
+            }
         }
         return joined(directory, name)
     }

@@ -113,3 +113,8 @@ func dwarfCString(in bytes: UnsafeRawBufferPointer, at offset: UInt64) -> Unsafe
     guard let length = tail.firstIndex(of: 0) else { return nil }
     return UnsafeRawBufferPointer(rebasing: tail[0..<length])
 }
+
+/// A copy with capacity for just its elements, for tables kept long.
+func compacted<T>(_ array: [T]) -> [T] {
+    array.withUnsafeBufferPointer { Array($0) }
+}

@@ -88,21 +88,49 @@ extension ELFImage {
     }
 }
 
-extension LineTable {
-    /// The line table of an image's .debug_line, or nil if it has none.
-    /// Sequences outside the image's code sections (functions the linker
-    /// discarded, whose addresses became 0 or -1) are dropped.
+/// What an image's DWARF says about its addresses: source lines
+/// (.debug_line) and inlined calls (.debug_info), both indexed once.
+struct DebugInfo: Sendable {
+    var lines: LineTable
+    var inlines: InlineTable
+
+    static let empty = DebugInfo(lines: .empty, inlines: .empty)
+
+    private init(lines: LineTable, inlines: InlineTable) {
+        self.lines = lines
+        self.inlines = inlines
+    }
+
+    /// Reads the image's DWARF, or nil if it has neither .debug_line nor
+    /// .debug_info. Sequences and ranges outside the image's code sections
+    /// (functions the linker discarded, whose addresses became 0 or -1) are
+    /// dropped.
     init?(image: ELFImage) {
         let sections = image.sectionsByName()
-        guard let line = image.debugSection(".debug_line", in: sections) else { return nil }
-        let lineStr = image.debugSection(".debug_line_str", in: sections)
-        let str = image.debugSection(".debug_str", in: sections)
-        var input = DWARFLineSections(line: line.bytes)
-        if let lineStr { input.lineStr = lineStr.bytes }
-        if let str { input.str = str.bytes }
+        func section(_ name: String) -> DebugSectionData? { image.debugSection(name, in: sections) }
+        let line = section(".debug_line"), info = section(".debug_info")
+        guard line != nil || info != nil else { return nil }
+        let owned = [line, info, section(".debug_abbrev"), section(".debug_str"), section(".debug_line_str"),
+                     section(".debug_str_offsets"), section(".debug_addr"), section(".debug_ranges"),
+                     section(".debug_rnglists")]
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let bytes = owned.map { $0?.bytes ?? empty }
+        let infoSections = DWARFInfoSections(info: bytes[1], abbrev: bytes[2], str: bytes[3], lineStr: bytes[4],
+                                             strOffsets: bytes[5], addr: bytes[6], ranges: bytes[7], rnglists: bytes[8])
+        let lineSections = DWARFLineSections(line: bytes[0], lineStr: bytes[4], str: bytes[3])
         let code = image.codeRanges()
-        self = withExtendedLifetime((line, lineStr, str)) {
-            LineTable(sections: input, keepSequence: { start in code.contains { $0.contains(start) } })
+        let isCode = { (address: UInt64) in code.contains { $0.contains(address) } }
+        self = withExtendedLifetime(owned) {
+            let units = DWARFUnit.units(in: infoSections)
+            var directories: [Int: [UInt8]] = [:]
+            for unit in units {
+                if let offset = unit.stmtList, offset < UInt64(Int.max), !unit.compDir.isEmpty {
+                    directories[Int(offset)] = unit.compDir
+                }
+            }
+            return DebugInfo(lines: LineTable(sections: lineSections, compilationDirectories: directories, keepSequence: isCode),
+                             inlines: InlineTable(sections: infoSections, units: units, lineSections: lineSections,
+                                                  keepRange: isCode))
         }
     }
 }

@@ -14,9 +14,9 @@ import Synchronization
 /// line-number program of the image for each address: tens of milliseconds
 /// per address for a real server.) Line info is read from the image itself
 /// or from its separate debug file under /usr/lib/debug/.build-id. Images
-/// without line info give file "" and line 0. Inlined frames are not
-/// reported: an address in inlined code gets the inlined code's file and
-/// line under the physical function's name.
+/// without line info give file "" and line 0. Inlined calls come from
+/// .debug_info (DW_TAG_inlined_subroutine), indexed the same way, and add
+/// one frame each before the physical function's.
 final class Symbolizer: Sendable {
     static let shared = Symbolizer()
 
@@ -84,9 +84,9 @@ private struct State {
     /// Symbol tables, loaded on an object's first address and kept for the
     /// process's life; nil where the file could not be read.
     var symbolTables: [LoadedObject: FunctionSymbolTable?] = [:]
-    /// Line tables, built from the same file on an object's first address;
-    /// `LineTable.empty` where it has no line info.
-    var lineTables: [LoadedObject: LineTable] = [:]
+    /// Line and inline tables, built from the same file on an object's
+    /// first address; `DebugInfo.empty` where it has no DWARF.
+    var debugInfo: [LoadedObject: DebugInfo] = [:]
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
@@ -142,34 +142,47 @@ private struct State {
         return nil
     }
 
-    mutating func lines(of object: LoadedObject, symbols: FunctionSymbolTable) -> LineTable {
-        if let known = lineTables[object] { return known }
-        let table = LineTable(image: symbols.image) ?? separateDebugLines(of: object, image: symbols.image) ?? .empty
-        lineTables[object] = table
-        return table
+    mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
+        if let known = debugInfo[object] { return known }
+        let info = DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
+        debugInfo[object] = info
+        return info
     }
 
-    /// Line info from a separate debug file, where distributions install
-    /// them: /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg).
-    /// Used only if its build id matches.
-    func separateDebugLines(of object: LoadedObject, image: ELFImage) -> LineTable? {
+    /// DWARF from a separate debug file, where distributions install them:
+    /// /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg). Used only
+    /// if its build id matches.
+    func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
         let id = object.buildID.isEmpty ? image.buildID : object.buildID
         guard id.utf8.count > 2 else { return nil }
         let path = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
         guard let file = MappedFile(path: path), let debug = ELFImage(bytes: file.bytes), debug.buildID == id else {
             return nil
         }
-        return withExtendedLifetime(file) { LineTable(image: debug) }
+        return withExtendedLifetime(file) { DebugInfo(image: debug) }
     }
 
+    /// The physical function's frame, preceded by one frame per inlined call
+    /// around the address (innermost first). The innermost frame gets the
+    /// line table's file and line; each outer one the call site of the
+    /// function it inlined.
     mutating func symbolize(_ address: UInt64, in object: LoadedObject) -> [SymbolizedFrame] {
         guard let table = symbols(of: object) else { return [] }
         let fileAddress = address &- object.bias
         guard let symbol = table.lookup(fileAddress) else { return [] }
-        let location = lines(of: object, symbols: table).lookup(fileAddress)
-        return [SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
-                                file: location?.file ?? "", line: location?.line ?? 0,
-                                entry: symbol.address &+ object.bias)]
+        let info = debugInfo(of: object, symbols: table)
+        let location = info.lines.lookup(fileAddress)
+        var file = location?.file ?? "", line = location?.line ?? 0
+        var frames: [SymbolizedFrame] = []
+        for call in info.inlines.lookup(fileAddress) {
+            frames.append(SymbolizedFrame(function: call.function, systemName: call.systemName,
+                                          file: file, line: line, entry: 0))
+            file = call.callFile
+            line = call.callLine
+        }
+        frames.append(SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
+                                      file: file, line: line, entry: symbol.address &+ object.bias))
+        return frames
     }
 
     /// Build id of a mapped file, read once per file version. Falls back to
