@@ -8,15 +8,15 @@ import Synchronization
 /// loaded object, read from disk: they name every function, including the
 /// local Swift symbols dladdr cannot see.
 ///
-/// Files and lines come from the image's DWARF .debug_line, indexed once
-/// per image on the first address that lands in it (`LineTable`) and then
+/// Files and lines come from the image's DWARF .debug_line, and inlined
+/// calls from its .debug_info (DW_TAG_inlined_subroutine), both indexed once
+/// per image on the first address that lands in it (`DebugInfo`) and then
 /// answered by binary search. (The toolchain's Runtime module re-runs every
 /// line-number program of the image for each address: tens of milliseconds
-/// per address for a real server.) Line info is read from the image itself
-/// or from its separate debug file under /usr/lib/debug/.build-id. Images
-/// without line info give file "" and line 0. Inlined calls come from
-/// .debug_info (DW_TAG_inlined_subroutine), indexed the same way, and add
-/// one frame each before the physical function's.
+/// per address for a real server.) DWARF is read from the image itself or
+/// from its separate debug file under /usr/lib/debug/.build-id. Images
+/// without it give file "" and line 0; each inlined call adds a frame
+/// before the physical function's.
 final class Symbolizer: Sendable {
     static let shared = Symbolizer()
 
