@@ -8,12 +8,15 @@ import Synchronization
 /// loaded object, read from disk: they name every function, including the
 /// local Swift symbols dladdr cannot see.
 ///
-/// Files and lines are not resolved (file "", line 0, no inlined frames).
-/// The toolchain's Runtime module can map addresses to lines, but it re-runs
-/// every line-number program of the image for each address: about 0.45 ms
-/// per address for this package's 79 KB test binary, growing linearly with
-/// .debug_line, i.e. tens of milliseconds per address for a real server.
-/// Doing it properly means a DWARF line-table reader indexed once per image.
+/// Files and lines come from the image's DWARF .debug_line, and inlined
+/// calls from its .debug_info (DW_TAG_inlined_subroutine), both indexed once
+/// per image on the first address that lands in it (`DebugInfo`) and then
+/// answered by binary search. (The toolchain's Runtime module re-runs every
+/// line-number program of the image for each address: tens of milliseconds
+/// per address for a real server.) DWARF is read from the image itself or
+/// from its separate debug file under /usr/lib/debug/.build-id. Images
+/// without it give file "" and line 0; each inlined call adds a frame
+/// before the physical function's.
 final class Symbolizer: Sendable {
     static let shared = Symbolizer()
 
@@ -81,6 +84,9 @@ private struct State {
     /// Symbol tables, loaded on an object's first address and kept for the
     /// process's life; nil where the file could not be read.
     var symbolTables: [LoadedObject: FunctionSymbolTable?] = [:]
+    /// Line and inline tables, built from the same file on an object's
+    /// first address; `DebugInfo.empty` where it has no DWARF.
+    var debugInfo: [LoadedObject: DebugInfo] = [:]
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
@@ -136,10 +142,47 @@ private struct State {
         return nil
     }
 
+    mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
+        if let known = debugInfo[object] { return known }
+        let info = DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
+        debugInfo[object] = info
+        return info
+    }
+
+    /// DWARF from a separate debug file, where distributions install them:
+    /// /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg). Used only
+    /// if its build id matches.
+    func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
+        let id = object.buildID.isEmpty ? image.buildID : object.buildID
+        guard id.utf8.count > 2 else { return nil }
+        let path = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
+        guard let file = MappedFile(path: path), let debug = ELFImage(bytes: file.bytes), debug.buildID == id else {
+            return nil
+        }
+        return withExtendedLifetime(file) { DebugInfo(image: debug) }
+    }
+
+    /// The physical function's frame, preceded by one frame per inlined call
+    /// around the address (innermost first). The innermost frame gets the
+    /// line table's file and line; each outer one the call site of the
+    /// function it inlined.
     mutating func symbolize(_ address: UInt64, in object: LoadedObject) -> [SymbolizedFrame] {
-        guard let symbol = symbols(of: object)?.lookup(address &- object.bias) else { return [] }
-        return [SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
-                                file: "", line: 0, entry: symbol.address &+ object.bias)]
+        guard let table = symbols(of: object) else { return [] }
+        let fileAddress = address &- object.bias
+        guard let symbol = table.lookup(fileAddress) else { return [] }
+        let info = debugInfo(of: object, symbols: table)
+        let location = info.lines.lookup(fileAddress)
+        var file = location?.file ?? "", line = location?.line ?? 0
+        var frames: [SymbolizedFrame] = []
+        for call in info.inlines.lookup(fileAddress) {
+            frames.append(SymbolizedFrame(function: call.function, systemName: call.systemName,
+                                          file: file, line: line, entry: 0))
+            file = call.callFile
+            line = call.callLine
+        }
+        frames.append(SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
+                                      file: file, line: line, entry: symbol.address &+ object.bias))
+        return frames
     }
 
     /// Build id of a mapped file, read once per file version. Falls back to

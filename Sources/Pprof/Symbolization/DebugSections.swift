@@ -1,0 +1,136 @@
+import CPprof
+import Glibc
+
+/// The bytes of one debug section: borrowed from the image, or for a
+/// compressed section, decompressed into memory this object owns (freed
+/// with it).
+final class DebugSectionData {
+    let bytes: UnsafeRawBufferPointer
+    private let owned: UnsafeMutableRawPointer?
+
+    init(borrowing bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+        owned = nil
+    }
+
+    private init(owning pointer: UnsafeMutablePointer<UInt8>, count: Int) {
+        owned = UnsafeMutableRawPointer(pointer)
+        bytes = UnsafeRawBufferPointer(start: pointer, count: count)
+    }
+
+    deinit { free(owned) }
+
+    /// Inflates a zlib (or gzip) stream with the CPprof helpers; nil on any error.
+    static func inflating(_ compressed: UnsafeRawBufferPointer, expectedSize: UInt64) -> DebugSectionData? {
+        guard let base = compressed.baseAddress else { return nil }
+        var out: UnsafeMutablePointer<UInt8>?
+        var outLength = 0
+        let rc = cpprof_gunzip(base.assumingMemoryBound(to: UInt8.self), compressed.count, &out, &outLength)
+        guard rc == 0, let out else { return nil }
+        guard UInt64(outLength) == expectedSize else {
+            free(out)
+            return nil
+        }
+        return DebugSectionData(owning: out, count: outLength)
+    }
+}
+
+extension ELFImage {
+    /// Section headers by name (the first of each name).
+    func sectionsByName() -> [String: Elf64_Shdr] {
+        let sections = sectionHeaders
+        let namesIndex = Int(header.e_shstrndx)
+        guard namesIndex > 0, namesIndex < sections.count else { return [:] }
+        let names = sections[namesIndex]
+        var result: [String: Elf64_Shdr] = [:]
+        for section in sections where section.sh_name > 0 {
+            guard UInt64(section.sh_name) < names.sh_size,
+                  let name = cString(at: names.sh_offset &+ UInt64(section.sh_name)), result[name] == nil
+            else { continue }
+            result[name] = section
+        }
+        return result
+    }
+
+    /// A debug section's contents, e.g. ".debug_line". Sections compressed
+    /// with zlib, either SHF_COMPRESSED (the current way) or the older
+    /// .zdebug_ naming, are inflated; zstd-compressed ones are skipped.
+    func debugSection(_ name: String, in sections: [String: Elf64_Shdr]) -> DebugSectionData? {
+        if let section = sections[name], section.sh_type != SHT_NOBITS,
+           let bytes = slice(at: section.sh_offset, count: section.sh_size) {
+            guard section.sh_flags & UInt64(SHF_COMPRESSED) != 0 else { return DebugSectionData(borrowing: bytes) }
+            let headerSize = MemoryLayout<Elf64_Chdr>.size
+            guard bytes.count >= headerSize else { return nil }
+            let header = bytes.loadUnaligned(as: Elf64_Chdr.self)
+            guard header.ch_type == UInt32(ELFCOMPRESS_ZLIB) else { return nil }
+            return DebugSectionData.inflating(UnsafeRawBufferPointer(rebasing: bytes[headerSize...]),
+                                              expectedSize: header.ch_size)
+        }
+        // .zdebug_line: "ZLIB", the size as 8 big-endian bytes, a zlib stream.
+        if name.hasPrefix(".debug_"), let section = sections[".z" + name.dropFirst()],
+           section.sh_type != SHT_NOBITS, section.sh_size >= 12,
+           let bytes = slice(at: section.sh_offset, count: section.sh_size),
+           Array(bytes[0..<4]) == Array("ZLIB".utf8) {
+            let size = bytes[4..<12].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            return DebugSectionData.inflating(UnsafeRawBufferPointer(rebasing: bytes[12...]), expectedSize: size)
+        }
+        return nil
+    }
+
+    /// Address ranges of the sections that hold code.
+    func codeRanges() -> [Range<UInt64>] {
+        sectionHeaders.compactMap { section in
+            let flags = UInt64(SHF_ALLOC) | UInt64(SHF_EXECINSTR)
+            guard section.sh_flags & flags == flags, section.sh_size > 0,
+                  section.sh_addr <= UInt64.max - section.sh_size else { return nil }
+            return section.sh_addr..<(section.sh_addr + section.sh_size)
+        }
+    }
+}
+
+/// What an image's DWARF says about its addresses: source lines
+/// (.debug_line) and inlined calls (.debug_info), both indexed once.
+struct DebugInfo: Sendable {
+    var lines: LineTable
+    var inlines: InlineTable
+
+    static let empty = DebugInfo(lines: .empty, inlines: .empty)
+
+    private init(lines: LineTable, inlines: InlineTable) {
+        self.lines = lines
+        self.inlines = inlines
+    }
+
+    /// Reads the image's DWARF, or nil if it has neither .debug_line nor
+    /// .debug_info. Sequences and ranges outside the image's code sections
+    /// (functions the linker discarded, whose addresses became 0 or -1) are
+    /// dropped.
+    init?(image: ELFImage) {
+        let sections = image.sectionsByName()
+        func section(_ name: String) -> DebugSectionData? { image.debugSection(name, in: sections) }
+        let line = section(".debug_line"), info = section(".debug_info")
+        guard line != nil || info != nil else { return nil }
+        let owned = [line, info, section(".debug_abbrev"), section(".debug_str"), section(".debug_line_str"),
+                     section(".debug_str_offsets"), section(".debug_addr"), section(".debug_ranges"),
+                     section(".debug_rnglists")]
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let bytes = owned.map { $0?.bytes ?? empty }
+        let infoSections = DWARFInfoSections(info: bytes[1], abbrev: bytes[2], str: bytes[3], lineStr: bytes[4],
+                                             strOffsets: bytes[5], addr: bytes[6], ranges: bytes[7], rnglists: bytes[8])
+        let lineSections = DWARFLineSections(line: bytes[0], lineStr: bytes[4], str: bytes[3])
+        let code = image.codeRanges()
+        let isCode = { (address: UInt64) in code.contains { $0.contains(address) } }
+        self = withExtendedLifetime(owned) {
+            let units = DWARFUnit.units(in: infoSections)
+            var directories: [Int: [UInt8]] = [:]
+            for unit in units {
+                if let offset = unit.stmtList, offset < UInt64(Int.max), !unit.compDir.isEmpty {
+                    directories[Int(offset)] = unit.compDir
+                }
+            }
+            return DebugInfo(lines: LineTable(sections: lineSections, compilationDirectories: directories, keepSequence: isCode),
+                             inlines: InlineTable(sections: infoSections, units: units, lineSections: lineSections,
+                                                  keepRange: isCode))
+        }
+    }
+}
