@@ -187,7 +187,11 @@ private func mappedRanges(of file: String) -> [Range<UInt64>] {
     }
     let maps = String(decoding: bytes, as: UTF8.self)
     return maps.split(separator: "\n").compactMap { line in
-        guard line.contains(file), let dash = line.firstIndex(of: "-"), let space = line.firstIndex(of: " "),
+        // Executable mappings only: the symbolizer may keep a read-only
+        // mapping of the file for its symbol tables after the library is gone.
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count > 1, fields[1].contains("x"),
+              line.contains(file), let dash = line.firstIndex(of: "-"), let space = line.firstIndex(of: " "),
               let lo = UInt64(line[..<dash], radix: 16),
               let hi = UInt64(line[line.index(after: dash)..<space], radix: 16) else { return nil }
         return lo..<hi
