@@ -114,6 +114,7 @@ static void *cpprof_thread_trampoline(void *raw) {
     free(b);
     pthread_once(&key_once, make_key);
     if (e != NULL && key_ok) pthread_setspecific(exit_key, e);
+    cpprof_cpu_thread_started(); // sampled from its first instruction, if a CPU profile runs
     return start(arg);
 }
 
