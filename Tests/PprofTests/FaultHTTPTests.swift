@@ -74,6 +74,10 @@ struct FaultHTTPTests {
         #expect(faultWaitUntil(seconds: 5) { server.activeConnectionCount == 4 })
         let refused = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline")
         #expect(refused.status == 503)
+        #expect(refused.header("Retry-After") == "1")
+        // The request is not read: the answer must suit a HEAD too (no body).
+        let refusedHead = try FaultHTTP.request(port: port, method: "HEAD", target: "/debug/pprof/cmdline")
+        #expect(refusedHead.status == 503)
         // The server closes the quiet ones itself (408 for the half requests), without their help.
         #expect(faultWaitUntil(seconds: 5) { server.activeConnectionCount == 0 })
         let served = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline")

@@ -34,7 +34,7 @@ struct SecurityTests {
             found.append("\(what): body \(text.debugDescription) contains \(word.debugDescription)")
         }
         if body.count > 120 || !body.allSatisfy({ ($0 >= 0x20 && $0 < 0x7F) || $0 == 0x0A })
-            || text.dropLast().contains("\n") || !text.hasSuffix("\n") {
+            || text.dropLast().contains("\n") || !(text.isEmpty || text.hasSuffix("\n")) {
             found.append("\(what): body \(text.debugDescription) is not one short printable line")
         }
         return found
