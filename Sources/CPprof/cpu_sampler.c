@@ -307,7 +307,11 @@ void cpprof_cpu_get_stats(cpprof_cpu_stats *out) {
     out->timer_errors = atomic_load(&st_timer_errors);
     out->stackmap_leaks = atomic_load(&cpprof_stackmap_leaks);
     out->mode = atomic_load(&active_mode);
+    // timer_count changes under the session lock (collector, new threads);
+    // an unlocked read here was a data race (ThreadSanitizer).
+    pthread_mutex_lock(&session_lock);
     out->timers = (int32_t)timer_count;
+    pthread_mutex_unlock(&session_lock);
 }
 
 __attribute__((noinline)) int cpprof_cpu_record_self_for_testing(void) {
