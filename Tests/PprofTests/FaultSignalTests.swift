@@ -199,6 +199,14 @@ extension CPUSamplingTests {
                     #expect(silent >= 4, "\(silent) threads reported as blocking the signal")
                     #expect(r.text.contains("\"flt-unblocked\""))
                 }
+                if debug == 1 {
+                    // Still Go's count format, which pprof reads back: threads
+                    // without a stack must not break it.
+                    let path = try GoPprof.temporaryFile(r.body, name: "goroutine-blocked.txt")
+                    let top = try GoPprof.run(["-top", "-symbolize=none", path])
+                    #expect(top.contains("Type: goroutine"))
+                    #expect(r.text.contains("without a stack"), "the text does not say that some threads have no stack")
+                }
                 if debug == 0 {
                     let p = try DecodedProfile(gzipped: r.body)
                     let comment = p.comments.map { p.string($0) }.first { $0.contains("without_stack=") } ?? ""
@@ -232,7 +240,8 @@ extension CPUSamplingTests {
                 let p = try? faultCPUProfile(seconds: 2)
                 profile.withLock { $0 = p }
             })
-            defer { pthread_join(profiler, nil) }
+            var profilerJoined = false
+            defer { if !profilerJoined { pthread_join(profiler, nil) } }
             #expect(faultWaitUntil { cpuStats().mode != 0 && cpuStats().samples > 5 })
             try #require(sigprofTimerCount() > 0, "the parent has no SIGPROF timer: the test proves nothing")
 
@@ -271,6 +280,7 @@ extension CPUSamplingTests {
                 #expect((status >> 8) & 0xFF == 0, "the child's check \((status >> 8) & 0xFF) failed (see forkedChildCheck)")
             }
             pthread_join(profiler, nil)
+            profilerJoined = true
             #expect((profile.withLock { $0?.totalSamples } ?? 0) > 0, "the parent's profile was hurt")
             #expect(cpuStats().mode == 0)
         }

@@ -34,10 +34,20 @@ struct GoroutineProfile: NamedProfile {
         let data = collect()
         let total = data.samples.values.reduce(0) { $0 + $1[0] }
         var out = "goroutine profile: total \(total)\n"
+        var withoutStack: Int64 = 0
         for sample in data.sortedSamples() {
+            // pprof rejects a whole count profile over one "N @" line with no
+            // address; threads that did not answer are said in a comment instead.
+            if sample.key.addresses.isEmpty {
+                withoutStack += sample.values[0]
+                continue
+            }
             out += "\(sample.values[0]) @" + LegacyText.addressList(sample.key.addresses, leafIsExact: true) + "\n"
             out += LegacyText.frameComments(sample.key.addresses, symbols: symbols)
             out += "\n"
+        }
+        if withoutStack > 0 {
+            out += "# \(withoutStack) without a stack: they block the dump signal or did not answer within \(Self.deadlineMilliseconds) ms\n"
         }
         return out
     }
