@@ -356,61 +356,71 @@ enum ChildProcessTest {
     static func run(filter: String, scenario: String, wrapper: [String] = [],
                     timeoutSeconds: Double = 60) throws -> Outcome {
         guard let exe = faultReadLink("/proc/self/exe") else { throw FaultHTTP.Failure(description: "no /proc/self/exe") }
-        var pipeFDs: [Int32] = [-1, -1]
-        guard pipe(&pipeFDs) == 0 else { throw FaultHTTP.Failure(description: "pipe: errno \(errno)") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-        posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
-
-        let args = wrapper + [exe, "--testing-library", "swift-testing", "--filter", filter]
-        var environment: [String] = []
-        var cursor = environ
-        while let entry = cursor.pointee {
-            let text = String(cString: entry)
-            if !text.hasPrefix(variable + "=") { environment.append(text) }
-            cursor += 1
-        }
-        environment.append("\(variable)=\(scenario)")
-        let argv = args.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup($0) } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid = pid_t()
-        let rc = posix_spawn(&pid, args[0], &actions, nil, argv, envp)
-        close(pipeFDs[1])
-        guard rc == 0 else {
-            close(pipeFDs[0])
-            throw FaultHTTP.Failure(description: "posix_spawn: \(rc)")
-        }
-        let result = FaultHTTP.readUntilClosed(pipeFDs[0], timeoutSeconds: timeoutSeconds)
-        close(pipeFDs[0])
-        var status: Int32 = 0
-        let end = monotonicSeconds() + (result.closed ? 10 : 0)
-        var reaped = false
-        while true {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid { reaped = true; break }
-            if r < 0 && errno != EINTR { break }
-            if monotonicSeconds() > end { break }
-            usleep(10_000)
-        }
-        if !reaped {
-            kill(pid, SIGKILL)
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        }
-        let output = String(decoding: result.bytes, as: UTF8.self)
-        let exited = reaped && (status & 0x7F) == 0
-        let signalled = reaped && !exited && (status & 0x7F) != 0x7F
-        return Outcome(exitStatus: exited ? (status >> 8) & 0xFF : nil,
-                       signal: signalled ? status & 0x7F : nil,
-                       timedOut: !reaped, output: output)
+        return try runProcess(wrapper + [exe, "--testing-library", "swift-testing", "--filter", filter],
+                              environment: ["\(variable)=\(scenario)"], timeoutSeconds: timeoutSeconds)
     }
+}
+
+/// Runs `arguments` (the first is a path) with this process's environment
+/// plus `environment` (NAME=value); stdout and stderr together. Killed
+/// after `timeoutSeconds`.
+func runProcess(_ arguments: [String], environment extra: [String] = [], timeoutSeconds: Double) throws -> ChildProcessTest.Outcome {
+    var pipeFDs: [Int32] = [-1, -1]
+    guard pipe(&pipeFDs) == 0 else { throw FaultHTTP.Failure(description: "pipe: errno \(errno)") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
+
+    let overridden = Set(extra.compactMap { $0.split(separator: "=", maxSplits: 1).first.map(String.init) })
+    var environment: [String] = []
+    var cursor = environ
+    while let entry = cursor.pointee {
+        let text = String(cString: entry)
+        if let name = text.split(separator: "=", maxSplits: 1).first, !overridden.contains(String(name)) {
+            environment.append(text)
+        }
+        cursor += 1
+    }
+    environment += extra
+    let argv = arguments.map { strdup($0) } + [nil]
+    let envp = environment.map { strdup($0) } + [nil]
+    defer {
+        argv.forEach { free($0) }
+        envp.forEach { free($0) }
+    }
+    var pid = pid_t()
+    let rc = posix_spawn(&pid, arguments[0], &actions, nil, argv, envp)
+    close(pipeFDs[1])
+    guard rc == 0 else {
+        close(pipeFDs[0])
+        throw FaultHTTP.Failure(description: "posix_spawn \(arguments[0]): \(rc)")
+    }
+    let result = FaultHTTP.readUntilClosed(pipeFDs[0], timeoutSeconds: timeoutSeconds)
+    close(pipeFDs[0])
+    var status: Int32 = 0
+    let end = monotonicSeconds() + (result.closed ? 10 : 0)
+    var reaped = false
+    while true {
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { reaped = true; break }
+        if r < 0 && errno != EINTR { break }
+        if monotonicSeconds() > end { break }
+        usleep(10_000)
+    }
+    if !reaped {
+        kill(pid, SIGKILL)
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+    let output = String(decoding: result.bytes, as: UTF8.self)
+    let exited = reaped && (status & 0x7F) == 0
+    let signalled = reaped && !exited && (status & 0x7F) != 0x7F
+    return ChildProcessTest.Outcome(exitStatus: exited ? (status >> 8) & 0xFF : nil,
+                                    signal: signalled ? status & 0x7F : nil,
+                                    timedOut: !reaped, output: output)
 }
 
 func faultReadLink(_ path: String) -> String? {
