@@ -209,7 +209,7 @@ extension CPUSamplingTests {
             let elapsed = monotonicSeconds() - started
 
             #expect(tally.failures.isEmpty, "\(tally.failures.count) bad answers:\n\(tally.failures.prefix(8).joined(separator: "\n"))")
-            #expect(tally.requests > 50, "only \(tally.requests) requests in \(seconds) s")
+            #expect(tally.requests >= 32, "only \(tally.requests) requests in \(seconds) s")
             let refused = tally.byStatus[503] ?? 0
             #expect(refused * 5 < tally.requests, "\(refused) of \(tally.requests) refused with 503")
             #expect(elapsed < seconds + 20, "the hammer took \(elapsed) s: something hung")
