@@ -17,6 +17,16 @@ struct SampleLabel: Sendable, Hashable {
 protocol SymbolSource: Sendable {
     func executableMappings() -> [ExecutableMapping]
     func frames(at address: UInt64) -> [SymbolizedFrame]
+    /// Frames for many addresses at once (`Symbolizer` takes its lock once).
+    func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]]
+}
+
+extension SymbolSource {
+    func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
+        var table: [UInt64: [SymbolizedFrame]] = [:]
+        for address in addresses where table[address] == nil { table[address] = frames(at: address) }
+        return table
+    }
 }
 
 extension Symbolizer: SymbolSource {}
@@ -87,9 +97,10 @@ struct ProfileBuilder {
         var allLined = [Bool](repeating: true, count: mappings.count)
         var used = [Bool](repeating: false, count: mappings.count)
 
+        let symbolized = symbols.frames(at: locationOrder)
         for address in locationOrder {
             let mappingIndex = Self.mappingIndex(of: address, in: mappings)
-            let frames = symbols.frames(at: address)
+            let frames = symbolized[address] ?? []
             var lines: [(UInt64, Int64)] = []
             for frame in frames {
                 let key = FunctionKey(name: frame.function, systemName: frame.systemName, file: frame.file)

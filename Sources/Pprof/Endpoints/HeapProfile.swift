@@ -24,14 +24,18 @@ struct HeapProfile: NamedProfile {
             period: Int64(rate))
         data.defaultSampleType = defaultSampleType
         data.timeNanos = Clock.wallNanoseconds()
-        for record in HeapSampler.snapshot() {
+        let records = HeapSampler.snapshot()
+        // The leaf ends, where allocator frames are trimmed from, in one lookup.
+        let symbols = PrefetchedSymbols(Symbolizer.shared, addresses: records.flatMap { $0.stack.prefix(8).map { $0 &- 1 } })
+        for record in records {
             let alloc = scaleHeapSample(count: record.allocObjects, size: record.allocBytes, rate: rate)
             let inuse = scaleHeapSample(count: record.inuseObjects, size: record.inuseBytes, rate: rate)
             var labels: [SampleLabel] = []
             if record.allocObjects > 0 {
                 labels.append(SampleLabel(key: "bytes", number: record.allocBytes / record.allocObjects))
             }
-            let key = ProfileData.Key(addresses: Self.trimmingAllocatorFrames(record.stack.map { $0 &- 1 }), labels: labels)
+            let key = ProfileData.Key(addresses: Self.trimmingAllocatorFrames(record.stack.map { $0 &- 1 }, symbols: symbols),
+                                      labels: labels)
             data.add(key, [alloc.count, alloc.size, inuse.count, inuse.size])
         }
         data.comments = Self.comments()
@@ -43,6 +47,7 @@ struct HeapProfile: NamedProfile {
         let records = HeapSampler.snapshot().sorted { a, b in
             a.inuseBytes != b.inuseBytes ? a.inuseBytes > b.inuseBytes : a.stack.lexicographicallyPrecedes(b.stack)
         }
+        let symbols = PrefetchedSymbols(symbols, addresses: records.flatMap { $0.stack.map { $0 &- 1 } })
         let inuseObjects = records.reduce(0) { $0 + $1.inuseObjects }
         let inuseBytes = records.reduce(0) { $0 + $1.inuseBytes }
         let allocObjects = records.reduce(0) { $0 + $1.allocObjects }

@@ -32,6 +32,7 @@ struct GoroutineProfile: NamedProfile {
     func text(debug: Int, symbols: some SymbolSource) -> String {
         if debug >= 2 { return fullDump(symbols: symbols) }
         let data = collect()
+        let symbols = PrefetchedSymbols(symbols, addresses: data.samples.keys.flatMap(\.addresses))
         let total = data.samples.values.reduce(0) { $0 + $1[0] }
         var out = "goroutine profile: total \(total)\n"
         var withoutStack: Int64 = 0
@@ -55,6 +56,7 @@ struct GoroutineProfile: NamedProfile {
     /// One block per thread, shaped like Go's `goroutine N [state]:` dump.
     private func fullDump(symbols: some SymbolSource) -> String {
         let threads = ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds)
+        let symbols = PrefetchedSymbols(symbols, addresses: threads.flatMap { Self.adjusted($0.stack) })
         var out = ""
         for thread in threads.sorted(by: { $0.tid < $1.tid }) where thread.status != .exited {
             let cpu = thread.cpuNanoseconds >= 0 ? ", \(Self.seconds(thread.cpuNanoseconds)) CPU" : ""
@@ -131,6 +133,7 @@ struct ThreadCreateProfile: NamedProfile {
 
     func text(debug: Int, symbols: some SymbolSource) -> String {
         let data = collect()
+        let symbols = PrefetchedSymbols(symbols, addresses: data.samples.keys.flatMap(\.addresses))
         let total = data.samples.values.reduce(0) { $0 + $1[0] }
         var out = "threadcreate profile: total \(total)\n"
         for sample in data.sortedSamples() {

@@ -55,16 +55,22 @@ final class Symbolizer: Sendable {
     /// nothing is known.
     func frames(at address: UInt64) -> [SymbolizedFrame] {
         let interval = rescanInterval
+        return state.withLock { $0.frames(at: address, rescanInterval: interval) }
+    }
+
+    /// `frames(at:)` for many addresses, under one acquisition of the lock.
+    /// Profiles ask for thousands of addresses; taken once per address, the
+    /// lock made concurrent requests convoy (16 clients on 2 cores spent 16%
+    /// of the machine's CPU spinning in it).
+    func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
+        let interval = rescanInterval
         return state.withLock { state in
-            if let cached = state.frameCache[address] { return cached }
-            guard let object = state.object(containing: address, rescanInterval: interval) else {
-                // Not cached: a library loaded later may yet cover it.
-                return []
+            var table: [UInt64: [SymbolizedFrame]] = [:]
+            table.reserveCapacity(addresses.count)
+            for address in addresses where table[address] == nil {
+                table[address] = state.frames(at: address, rescanInterval: interval)
             }
-            let frames = state.symbolize(address, in: object)
-            if state.frameCache.count >= Symbolizer.maxCachedAddresses { state.frameCache.removeAll() }
-            state.frameCache[address] = frames
-            return frames
+            return table
         }
     }
 
@@ -92,6 +98,18 @@ private struct State {
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
     var buildIDs: [FileKey: String] = [:]
     var scanCount = 0
+
+    mutating func frames(at address: UInt64, rescanInterval: Duration) -> [SymbolizedFrame] {
+        if let cached = frameCache[address] { return cached }
+        guard let object = object(containing: address, rescanInterval: rescanInterval) else {
+            // Not cached: a library loaded later may yet cover it.
+            return []
+        }
+        let frames = symbolize(address, in: object)
+        if frameCache.count >= Symbolizer.maxCachedAddresses { frameCache.removeAll() }
+        frameCache[address] = frames
+        return frames
+    }
 
     /// The loaded object covering `address`. Scans the loader's list the
     /// first time, and again on a miss (a library may have been dlopen'ed),
