@@ -198,7 +198,7 @@ extension CPUSamplingTests {
             // In a child process: 1000 threads here would slow every thread
             // dump the tests running beside this one take.
             let outcome = try ChildProcessTest.run(filter: "thousandThreadsScenario", scenario: "1000-threads",
-                                                   timeoutSeconds: 120)
+                                                   timeoutSeconds: 180)
             #expect(outcome.exitStatus == 0, "child: \(outcome)\n\(outcome.output.suffix(4000))")
             let report = outcome.output.split(separator: "\n").first { $0.hasPrefix("1000 threads:") }
             #expect(report != nil, "the scenario did not run:\n\(outcome.output.suffix(4000))")
@@ -211,6 +211,11 @@ extension CPUSamplingTests {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
             let port = try #require(server.port)
+            // A fresh process: symbol tables and DWARF load on first use.
+            // Loaded now, with the CPU to itself (instrumented, under a
+            // sanitizer, that takes tens of seconds once the threads are busy).
+            _ = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2", timeoutSeconds: 120)
+            _ = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine", timeoutSeconds: 120)
             let stop = FaultFlag()
             let parked = FaultCounter()
             var threads: [pthread_t] = []
@@ -219,7 +224,7 @@ extension CPUSamplingTests {
                 threads.forEach { pthread_join($0, nil) }
             }
             for i in 0..<1000 {
-                let busy = i % 100 == 0 // 10 busy threads, 990 asleep
+                let busy = i % 500 == 0 // 2 busy threads (one per core), 998 asleep
                 guard let t = faultSpawn(stackSize: 128 << 10, {
                     cpprof_set_thread_name(busy ? "flt-k-busy" : "flt-k-sleep")
                     parked.add()
