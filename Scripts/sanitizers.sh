@@ -29,7 +29,7 @@ sanitizers=("$@")
 #    intercept: the frame they get is __interceptor_backtrace.
 #  - SymbolizerTests symbolizesThousandsOfAddressesQuickly: a time bound
 #    (first symbolization < 1 s) that instrumented code cannot meet.
-#  - IntegrationAPITests handlerCancellation: a 30 s bound on a cancelled
+#  - handlerCancellation (IntegrationAPITests.swift): a 30 s bound on a cancelled
 #    profile, encoding included; instrumented, and waiting for the
 #    symbolizer while other tests load DWARF in it, the encoding alone can
 #    take longer (the cancellation itself is prompt).
@@ -37,7 +37,7 @@ common_skips=(
     'SymbolizerTests/namesAnInternalSwiftFunction'
     'SymbolizerTests/resolvesFileAndLineOfASwiftFunction'
     'SymbolizerTests/symbolizesThousandsOfAddressesQuickly'
-    'IntegrationAPITests/handlerCancellation'
+    'handlerCancellation'
 )
 # And under ThreadSanitizer:
 #  - readsLinesAndInlinedCallsFromSeparateCompressedDebugFiles: it looks up

@@ -120,6 +120,20 @@ extension CPUSamplingTests {
 
         @Test("thread create/exit churn during a CPU profile: short-lived threads are sampled, no timer leaks")
         func threadChurnDuringProfile() throws {
+            // In a child process: thousands of threads coming and going here
+            // would change the thread count under the thread-dump tests
+            // running beside this one.
+            let outcome = try ChildProcessTest.run(filter: "threadChurnScenario", scenario: "thread-churn",
+                                                   timeoutSeconds: 120)
+            #expect(outcome.exitStatus == 0, "child: \(outcome)\n\(outcome.output.suffix(4000))")
+            let report = outcome.output.split(separator: "\n").first { $0.hasPrefix("thread churn:") }
+            #expect(report != nil, "the scenario did not run:\n\(outcome.output.suffix(4000))")
+            if let report { print(report) }
+        }
+
+        /// Run by `threadChurnDuringProfile` in a child process.
+        @Test(.enabled(if: ChildProcessTest.scenario == "thread-churn"))
+        func threadChurnScenario() throws {
             let stop = FaultFlag()
             let tiny = FaultCounter()
             let medium = FaultCounter()

@@ -125,8 +125,31 @@ struct EndpointHammer {
 extension CPUSamplingTests {
     @Suite("Faults: load", .serialized)
     struct FaultLoadTests {
+        // Both load tests run in a child process of the test binary: their
+        // allocations would otherwise land in the process-wide heap accounting
+        // that the heap sampler's tests (running beside them) measure exactly.
+
         @Test("profiling during heavy multi-threaded allocation: CPU, heap, allocs and dumps all answer")
         func profilingDuringHeavyAllocation() throws {
+            try runLoadScenario("heavyAllocationScenario", scenario: "heavy-allocation", report: "heavy allocation:")
+        }
+
+        @Test("every endpoint hammered by 16 concurrent clients for 5 s while the app works")
+        func hammerEveryEndpoint() throws {
+            try runLoadScenario("hammerScenario", scenario: "hammer", report: "hammer:")
+        }
+
+        private func runLoadScenario(_ filter: String, scenario: String, report: String) throws {
+            let outcome = try ChildProcessTest.run(filter: filter, scenario: scenario, timeoutSeconds: 180)
+            #expect(outcome.exitStatus == 0, "child: \(outcome)\n\(outcome.output.suffix(6000))")
+            let lines = outcome.output.split(separator: "\n").filter { $0.hasPrefix(report) || $0.hasPrefix("hammer, slowest") }
+            #expect(!lines.isEmpty, "the scenario did not run:\n\(outcome.output.suffix(4000))")
+            for line in lines { print(line) }
+        }
+
+        /// Run by `profilingDuringHeavyAllocation` in a child process.
+        @Test(.enabled(if: ChildProcessTest.scenario == "heavy-allocation"))
+        func heavyAllocationScenario() throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
             let port = try #require(server.port)
@@ -178,8 +201,9 @@ extension CPUSamplingTests {
             print("heavy allocation: \(operations.count) allocator calls on 3 threads during the profiles")
         }
 
-        @Test("every endpoint hammered by 16 concurrent clients for 5 s while the app works")
-        func hammerEveryEndpoint() throws {
+        /// Run by `hammerEveryEndpoint` in a child process.
+        @Test(.enabled(if: ChildProcessTest.scenario == "hammer"))
+        func hammerScenario() throws {
             // A few more slots than clients: a client reconnects a moment
             // before the server has released its previous connection.
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0, maxProfileSeconds: 30, maxConnections: 24))
