@@ -26,4 +26,18 @@ enum LegacyText {
         }
         return out
     }
+
+    /// Go's count-profile text (goroutine, threadcreate): a total, then each
+    /// distinct stack with its count, largest first.
+    static func countProfile(_ name: String, _ data: ProfileData, leafIsExact: Bool, symbols: some SymbolSource) -> String {
+        let total = data.samples.values.reduce(0) { $0 + $1[0] }
+        var out = "\(name) profile: total \(total)\n"
+        for sample in data.sortedSamples() {
+            out += "\(sample.values[0]) @" + addressList(sample.key.addresses, leafIsExact: leafIsExact) + "\n"
+            // An empty stack prints as Go prints it: a lone zero address.
+            out += sample.key.addresses.isEmpty ? "#\t0x0\n" : frameComments(sample.key.addresses, symbols: symbols)
+            out += "\n"
+        }
+        return out
+    }
 }

@@ -31,15 +31,7 @@ struct GoroutineProfile: NamedProfile {
 
     func text(debug: Int, symbols: some SymbolSource) -> String {
         if debug >= 2 { return fullDump(symbols: symbols) }
-        let data = collect()
-        let total = data.samples.values.reduce(0) { $0 + $1[0] }
-        var out = "goroutine profile: total \(total)\n"
-        for sample in data.sortedSamples() {
-            out += "\(sample.values[0]) @" + LegacyText.addressList(sample.key.addresses, leafIsExact: true) + "\n"
-            out += LegacyText.frameComments(sample.key.addresses, symbols: symbols)
-            out += "\n"
-        }
-        return out
+        return LegacyText.countProfile(name, collect(), leafIsExact: true, symbols: symbols)
     }
 
     /// One block per thread, shaped like Go's `goroutine N [state]:` dump.
@@ -120,15 +112,7 @@ struct ThreadCreateProfile: NamedProfile {
     }
 
     func text(debug: Int, symbols: some SymbolSource) -> String {
-        let data = collect()
-        let total = data.samples.values.reduce(0) { $0 + $1[0] }
-        var out = "threadcreate profile: total \(total)\n"
-        for sample in data.sortedSamples() {
-            out += "\(sample.values[0]) @" + LegacyText.addressList(sample.key.addresses, leafIsExact: false) + "\n"
-            out += sample.key.addresses.isEmpty ? "#\t0x0\n" : LegacyText.frameComments(sample.key.addresses, symbols: symbols)
-            out += "\n"
-        }
-        return out
+        LegacyText.countProfile(name, collect(), leafIsExact: false, symbols: symbols)
     }
 }
 
