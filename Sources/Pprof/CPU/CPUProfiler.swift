@@ -67,7 +67,7 @@ final class CPUProfiler: Sendable {
             s.statsAtJoin[id] = stats
             if !s.collectorRunning {
                 s.collectorRunning = true
-                if !DetachedThread.start(name: "pprof-cpu", { CPUProfiler.shared.collect() }) {
+                if case .failure = PThread.spawn(name: "pprof-cpu", joinable: false, { CPUProfiler.shared.collect() }) {
                     s.collectorRunning = false // the waiting request still drains on leave
                 }
             }

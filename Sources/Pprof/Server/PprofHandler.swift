@@ -62,10 +62,10 @@ public struct PprofHandler: Sendable {
         let box = CancelFlag()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Response, Never>) in
-                let started = DetachedThread.start(name: "pprof-handler") {
+                let spawned = PThread.spawn(name: "pprof-handler", joinable: false) {
                     continuation.resume(returning: self.respondBlocking(to: request, isCancelled: { box.isSet }))
                 }
-                if !started {
+                if case .failure = spawned {
                     continuation.resume(returning: Response(HTTPResponse.pprofError(503, "pprof: no thread available for this request")))
                 }
             }
