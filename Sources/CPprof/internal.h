@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <signal.h>
 #include "include/cpprof_cpu.h"
 
 #define CPPROF_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -29,5 +30,10 @@ extern _Atomic uint64_t cpprof_stackmap_leaks;
 // stays inside [sp, stack_end). Returns the depth. Async-signal-safe.
 uint32_t cpprof_walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
                             uint64_t *pcs, uint32_t max);
+
+// --- cpu_sampler.c, for bench_hooks.c only ---
+typedef void (*cpprof_sigaction_fn)(int, siginfo_t *, void *);
+cpprof_sigaction_fn cpprof_internal_sigprof_handler(void); // the SIGPROF handler itself
+int cpprof_internal_timer_cookie(void);                   // si_value of our timers' signals
 
 #endif
