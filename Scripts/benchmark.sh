@@ -2,7 +2,7 @@
 # Measures what the CPU profiler costs and prints a Markdown table
 # (Docs/Benchmarks.md explains every figure): ./Scripts/benchmark.sh [--quick]
 # Installs what it needs (Debian packages), builds release, then runs the
-# three benchmarks of pprof-benchmarks; about 6 minutes on 2 cores.
+# three benchmarks of pprof-benchmarks; about 5 minutes on 2 cores.
 # --quick: a short smoke run (few pairs), for checking the script only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
