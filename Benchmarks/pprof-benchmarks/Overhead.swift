@@ -7,7 +7,7 @@ import Pprof
 enum Overhead {
     struct Options {
         var threadCounts = [1, 2, 32]
-        var pairs = 11
+        var pairs = 15
         /// Total iterations of integerWork per run, split evenly over the threads.
         var iterations = 800_000_000
         var depth = 30
