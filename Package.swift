@@ -43,6 +43,14 @@ let package = Package(
             path: "Examples/pprof-demo",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // Measurements, not tests: ./Scripts/benchmark.sh, Docs/Benchmarks.md.
+        // CPprof only for the handler microbenchmark's hooks (and gunzip).
+        .executableTarget(
+            name: "pprof-benchmarks",
+            dependencies: ["Pprof", "CPprof"],
+            path: "Benchmarks/pprof-benchmarks",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(
             name: "PprofTests",
             dependencies: [

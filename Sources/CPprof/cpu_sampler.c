@@ -106,6 +106,11 @@ static void sigprof_handler(int sig, siginfo_t *info, void *uctx) {
     errno = saved_errno;
 }
 
+// For bench_hooks.c: the handler exactly as installed, and the cookie our
+// timers' signals carry, so a benchmark can time the real recording path.
+cpprof_sigaction_fn cpprof_internal_sigprof_handler(void) { return sigprof_handler; }
+int cpprof_internal_timer_cookie(void) { return timer_cookie; }
+
 static int install_handler(void) {
     if (handler_installed) return 0;
     struct sigaction sa;

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <signal.h>
 #include "include/cpprof_cpu.h"
 
 #define CPPROF_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -61,5 +62,10 @@ uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32
                             uint8_t *unwinder, uint8_t *truncated);
 // Bounds of the function holding addr, from its FDE (inside a batch). 1 if found.
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
+
+// --- cpu_sampler.c, for bench_hooks.c only ---
+typedef void (*cpprof_sigaction_fn)(int, siginfo_t *, void *);
+cpprof_sigaction_fn cpprof_internal_sigprof_handler(void); // the SIGPROF handler itself
+int cpprof_internal_timer_cookie(void);                   // si_value of our timers' signals
 
 #endif
