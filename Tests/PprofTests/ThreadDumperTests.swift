@@ -481,39 +481,43 @@ private func mappedRanges(of file: String) -> [Range<UInt64>] {
         #expect(!ThreadDumper.threadCreationStacks().contains { $0.tid == tid })
     }
 
-    @Test func dumpsAndCPUSamplingShareSIGPROF() throws {
-        _ = ThreadDumper.dump(deadlineMilliseconds: 50) // dump handler installed (it may be already)
-        let rc = cpprof_cpu_start(2_000_000)
-        if rc == EBUSY { return } // another test is sampling: nothing to check here
-        try #require(rc == 0)
-        defer { cpprof_cpu_stop() }
-        let gate = Gate()
-        let registry = Registry()
-        let thread = spawn { cpprof_set_thread_name("td-cpu-busy"); spinBusy(gate, registry) }
-        defer { gate.openGate(); pthread_join(thread, nil) }
-        #expect(waitUntil { registry.count == 1 })
-        let tid = try #require(registry.tid("busy"))
-        for _ in 0..<10 {
-            _ = cpprof_cpu_sync_threads()
-            let snaps = ThreadDumper.dump()
-            #expect(snaps.first { $0.tid == tid }?.answered == true)
-            usleep(20_000)
-        }
-        var samples = [cpprof_sample](repeating: cpprof_sample(), count: 64)
-        var drained = 0
-        while true {
-            let n = samples.withUnsafeMutableBufferPointer { cpprof_cpu_drain($0.baseAddress, 64) }
-            if n == 0 { break }
-            drained += n
-        }
-        #expect(drained > 0, "the CPU sampler recorded nothing while dumps ran")
-    }
-
     @Test func stateNames() {
         #expect(String(cString: cpprof_thread_state_name(CChar(UInt8(ascii: "R")))) == "running")
         #expect(String(cString: cpprof_thread_state_name(CChar(UInt8(ascii: "S")))) == "sleeping")
         #expect(String(cString: cpprof_thread_state_name(CChar(UInt8(ascii: "D")))) == "disk sleep")
         #expect(String(cString: cpprof_thread_state_name(CChar(UInt8(ascii: "t")))) == "tracing stop")
         #expect(String(cString: cpprof_thread_state_name(CChar(UInt8(ascii: "Z")))) == "zombie")
+    }
+}
+
+// Drives the C sampler directly: it must not overlap other CPU sampling tests.
+extension CPUSamplingTests {
+    @Suite struct ThreadDumpsAndCPUSampling {
+        @Test func dumpsAndCPUSamplingShareSIGPROF() throws {
+            _ = ThreadDumper.dump(deadlineMilliseconds: 50) // dump handler installed (it may be already)
+            let rc = cpprof_cpu_start(2_000_000)
+            try #require(rc == 0)
+            defer { cpprof_cpu_stop() }
+            let gate = Gate()
+            let registry = Registry()
+            let thread = spawn { cpprof_set_thread_name("td-cpu-busy"); spinBusy(gate, registry) }
+            defer { gate.openGate(); pthread_join(thread, nil) }
+            #expect(waitUntil { registry.count == 1 })
+            let tid = try #require(registry.tid("busy"))
+            for _ in 0..<10 {
+                _ = cpprof_cpu_sync_threads()
+                let snaps = ThreadDumper.dump()
+                #expect(snaps.first { $0.tid == tid }?.answered == true)
+                usleep(20_000)
+            }
+            var samples = [cpprof_sample](repeating: cpprof_sample(), count: 64)
+            var drained = 0
+            while true {
+                let n = samples.withUnsafeMutableBufferPointer { cpprof_cpu_drain($0.baseAddress, 64) }
+                if n == 0 { break }
+                drained += n
+            }
+            #expect(drained > 0, "the CPU sampler recorded nothing while dumps ran")
+        }
     }
 }

@@ -16,11 +16,15 @@ struct CPUProfile: Sendable {
     struct StackCounts: Sendable {
         var samples: Int64 = 0
         var periods: Int64 = 0
+
+        mutating func add(periods weight: Int64) {
+            samples += 1
+            periods += weight
+        }
     }
 
     mutating func add(stack: [UInt64], weight: Int64) {
-        stacks[stack, default: StackCounts()].samples += 1
-        stacks[stack, default: StackCounts()].periods += weight
+        stacks[stack, default: StackCounts()].add(periods: weight) // one hash, modified in place
     }
 
     var totalSamples: Int64 { stacks.values.reduce(0) { $0 + $1.samples } }
