@@ -12,6 +12,10 @@ struct CPUProfile: Sendable {
     var leafOnlySamples: UInt64 = 0
     /// Whether per-thread CPU timers drove the sampling (else process-wide).
     var perThreadTimers = true
+    /// Threads left without a timer (RLIMIT_SIGPENDING share used up).
+    var threadsWithoutTimer: UInt64 = 0
+    /// Sampling stopped because something else took SIGPROF.
+    var handlerLost = false
 
     struct StackCounts: Sendable {
         var samples: Int64 = 0
@@ -44,6 +48,12 @@ extension CPUProfile {
             b.add(addresses: stack, values: [counts.samples, counts.periods * periodNanoseconds])
         }
         b.comments.append("swift-pprof: dropped_samples=\(droppedSamples) leaf_only_samples=\(leafOnlySamples)")
+        if threadsWithoutTimer > 0 {
+            b.comments.append("swift-pprof: \(threadsWithoutTimer) threads were not sampled: the per-thread timer limit (a quarter of RLIMIT_SIGPENDING) was reached")
+        }
+        if handlerLost {
+            b.comments.append("swift-pprof: sampling stopped early: another SIGPROF handler replaced the profiler's (or SIGPROF was reset)")
+        }
         if !perThreadTimers {
             b.comments.append("swift-pprof: per-thread CPU timers unavailable; sampled with the process-wide ITIMER_PROF")
         }

@@ -92,6 +92,8 @@ final class CPUProfiler: Sendable {
                 profile.leafOnlySamples = now.stack_unbounded &- then.stack_unbounded
             }
             profile.perThreadTimers = now.mode != Int32(CPPROF_CPU_PROCESS_TIMER.rawValue)
+            profile.threadsWithoutTimer = now.threads_without_timer
+            profile.handlerLost = now.handler_lost != 0
             if s.subscribers.isEmpty {
                 cpprof_cpu_stop()
                 s.sessionActive = false

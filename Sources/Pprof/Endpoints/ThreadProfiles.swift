@@ -25,7 +25,9 @@ struct GoroutineProfile: NamedProfile {
             if !thread.answered { silent += 1 }
             data.add(ProfileData.Key(addresses: Self.adjusted(thread.stack)), [1])
         }
-        data.comments = ["swift-pprof: threads=\(threads.count) without_stack=\(silent) (blocked the signal or did not answer within \(Self.deadlineMilliseconds) ms)"]
+        data.comments = threads.isEmpty
+            ? ["swift-pprof: thread dump unavailable (SIGPROF is handled by something else in this process)"]
+            : ["swift-pprof: threads=\(threads.count) without_stack=\(silent) (blocked the signal or did not answer within \(Self.deadlineMilliseconds) ms)"]
         return data
     }
 

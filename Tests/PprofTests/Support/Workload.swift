@@ -104,6 +104,7 @@ final class ThreadBody: Sendable {
     init(_ run: @escaping @Sendable () -> Void) { self.run = run }
 }
 
-/// Every test that starts CPU sampling lives under this suite: sampling is
-/// process-wide, so these tests must not run at the same time as each other.
+/// Every test that uses SIGPROF (CPU sampling, thread dumps) lives under this
+/// suite: the signal, its handler and the sampler are process-wide, so these
+/// tests must not run at the same time as each other.
 @Suite("CPU sampling", .serialized) enum CPUSamplingTests {}
