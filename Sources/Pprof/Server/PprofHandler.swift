@@ -26,6 +26,7 @@ public struct PprofHandler: Sendable {
         /// The body (read only by `POST /debug/pprof/symbol`).
         public var body: [UInt8]
 
+        /// Describes a request; only `method` and `path` are always needed.
         public init(method: String, path: String, query: String = "",
                     headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
             self.method = method
@@ -49,6 +50,8 @@ public struct PprofHandler: Sendable {
     private let endpoints: PprofEndpoints
     private let bearerToken: String?
 
+    /// Creates a handler with the endpoints' settings.
+    ///
     /// - Parameter configuration: the sampling settings and bearer token are
     ///   used; the listen address is ignored here.
     public init(configuration: PprofServer.Configuration = .init()) {
