@@ -104,8 +104,8 @@ if let server, let base = server.baseURL {
     banner += """
         Within a minute, look at it with:
           go tool pprof -top '\(base)/debug/pprof/profile?seconds=10'      # CPU: JSON, SHA-256, sorting
-          go tool pprof -top -sample_index=inuse_space \(base)/debug/pprof/heap     # the session cache
-          go tool pprof -top -sample_index=alloc_space \(base)/debug/pprof/allocs   # allocation churn
+          go tool pprof -top -cum -sample_index=inuse_space \(base)/debug/pprof/heap     # the session cache
+          go tool pprof -top -cum -sample_index=alloc_space \(base)/debug/pprof/allocs   # allocation churn
           curl '\(base)/debug/pprof/goroutine?debug=2'     # every thread: blocked on a pipe, a condition, a lock
           go tool pprof -http=127.0.0.1:8081 '\(base)/debug/pprof/profile?seconds=20'   # flame graph in a browser
           curl \(base)/debug/pprof/
