@@ -45,6 +45,13 @@ public struct PprofHandler: Sendable {
         public var headers: [(name: String, value: String)]
         /// The body; send none for `HEAD`.
         public var body: [UInt8]
+
+        /// Creates a response (for adapters and their tests).
+        public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+            self.status = status
+            self.headers = headers
+            self.body = body
+        }
     }
 
     private let endpoints: PprofEndpoints
