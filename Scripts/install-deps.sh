@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages swift-pprof needs, if any are missing:
 # libunwind-dev and zlib1g-dev to build, golang-go for `go tool pprof`
-# (the tests decode profiles with it, and it is the client users run).
+# (the tests decode profiles with it, and it is the client users run), and
+# strace (a hardening test checks with it that serving writes nothing to disk).
 set -euo pipefail
-needed=(libunwind-dev zlib1g-dev golang-go)
+needed=(libunwind-dev zlib1g-dev golang-go strace)
 missing=()
 for pkg in "${needed[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -35,6 +35,11 @@ void cpprof_thread_stack_learn(void);
 // Async-signal-safe and allocation-free.
 int cpprof_thread_stack_end(uintptr_t sp, uintptr_t *end);
 
+// --- cpu_sampler.c ---
+// Arms the calling thread's CPU timer if a per-thread-timer session runs.
+// Called at thread start (thread_create.c); not signal-safe (takes a lock).
+void cpprof_cpu_thread_started(void);
+
 // --- frame_walk.c ---
 // Fills pcs[0] = pc, then the return addresses of a frame-pointer chain that
 // stays inside [sp, stack_end). Returns the depth. Async-signal-safe.

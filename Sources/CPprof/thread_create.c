@@ -46,10 +46,20 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static int key_ok;
 
+// AddressSanitizer and ThreadSanitizer intercept pthread_create with a weak
+// definition in the executable, which ours (strong) preempts; RTLD_NEXT
+// would then skip the sanitizer and go straight to glibc, and the sanitizer,
+// unaware of the thread, aborts at pthread_join ("Joining already joined
+// thread") or reports false races. Their interceptor, when linked in, is
+// the next pthread_create.
+extern int __interceptor_pthread_create(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *)
+    __attribute__((weak));
+
 static pthread_create_fn resolve_real(void) {
     pthread_create_fn f = atomic_load_explicit(&real_create, memory_order_acquire);
     if (f == NULL) {
-        f = (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
+        f = __interceptor_pthread_create != NULL ? __interceptor_pthread_create
+                                                 : (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
         atomic_store_explicit(&real_create, f, memory_order_release);
     }
     return f;
@@ -114,6 +124,7 @@ static void *cpprof_thread_trampoline(void *raw) {
     free(b);
     pthread_once(&key_once, make_key);
     if (e != NULL && key_ok) pthread_setspecific(exit_key, e);
+    cpprof_cpu_thread_started(); // sampled from its first instruction, if a CPU profile runs
     return start(arg);
 }
 

@@ -91,6 +91,27 @@ static inline uintptr_t thread_pointer(void) {
     return tp;
 }
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define CPPROF_SANITIZED 1
+#endif
+#endif
+
+#ifdef CPPROF_SANITIZED
+// Sanitizer builds only (Scripts/sanitizers.sh): the copy reads a live stack,
+// other frames' redzones included, on purpose, so it must not be checked;
+// and not through memcpy, which sanitizers intercept and check. Normal
+// builds use __builtin_memcpy, unchanged.
+__attribute__((no_sanitize("address", "thread", "memory"), no_builtin("memcpy")))
+static void copy_stack_bytes(uint8_t *dst, const uint8_t *src, size_t len) {
+    size_t words = len / 8;
+    for (size_t i = 0; i < words; i++) ((uint64_t *)(void *)dst)[i] = ((const uint64_t *)(const void *)src)[i];
+    for (size_t i = words * 8; i < len; i++) dst[i] = src[i];
+}
+#else
+#define copy_stack_bytes(dst, src, len) __builtin_memcpy((dst), (src), (len))
+#endif
+
 // Copies registers and the top of the stack. Runs in the handler (or in the
 // dumper for its own thread): no locks, no allocation.
 static void capture_context(dump_slot *s, const ucontext_t *uc) {
@@ -125,7 +146,7 @@ static void capture_context(dump_slot *s, const ucontext_t *uc) {
         if (tp > sp && tp < end) end = tp;
         len = end - sp;
         if (len > CPPROF_THREAD_STACK_COPY) len = CPPROF_THREAD_STACK_COPY;
-        __builtin_memcpy(s->copy, (const void *)sp, len);
+        copy_stack_bytes(s->copy, (const uint8_t *)sp, len);
     }
     s->stack_addr = sp;
     s->stack_len = len;

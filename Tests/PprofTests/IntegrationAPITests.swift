@@ -20,18 +20,6 @@ struct IntegrationAPITests {
         #expect(delta.status == 400)
     }
 
-    @Test("cancelling the calling task ends a CPU profile early")
-    func handlerCancellation() async throws {
-        let handler = PprofHandler()
-        let start = ContinuousClock.now
-        let task = Task { await handler.respond(to: .init(method: "GET", path: "/debug/pprof/profile", query: "seconds=60")) }
-        try await Task.sleep(for: .milliseconds(300))
-        task.cancel()
-        let response = await task.value
-        #expect(response.status == 200)
-        #expect(ContinuousClock.now - start < .seconds(30))
-    }
-
     @Test("a bearer token is required when configured, and compared exactly")
     func bearerToken() throws {
         let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0, bearerToken: "s3cret"))
@@ -147,5 +135,23 @@ struct RecordingLogHandler: LogHandler {
     }
     func log(event: LogEvent) {
         storage.append("\(event.level) \(event.message) \(event.metadata ?? [:])")
+    }
+}
+
+// Starts CPU sampling: serialized with the other tests that do.
+extension CPUSamplingTests {
+    @Suite("PprofHandler cancellation")
+    struct PprofHandlerCancellationTests {
+        @Test("cancelling the calling task ends a CPU profile early")
+        func handlerCancellation() async throws {
+            let handler = PprofHandler()
+            let start = ContinuousClock.now
+            let task = Task { await handler.respond(to: .init(method: "GET", path: "/debug/pprof/profile", query: "seconds=60")) }
+            try await Task.sleep(for: .milliseconds(300))
+            task.cancel()
+            let response = await task.value
+            #expect(response.status == 200)
+            #expect(ContinuousClock.now - start < .seconds(30))
+        }
     }
 }

@@ -4,9 +4,7 @@ import Glibc
 enum CPUProfileEndpoint {
     static func handle(_ request: HTTPRequest, settings: EndpointSettings, symbols: some SymbolSource,
                        isCancelled: () -> Bool) -> HTTPResponse {
-        // Go: an unparseable or non-positive value silently means 30 s.
-        var seconds: Int64 = 30
-        if let raw = request.queryValue("seconds"), let s = parseGoInt64(raw), s > 0 { seconds = s }
+        let seconds = requestedSeconds(request)
         if seconds > settings.maxProfileSeconds {
             return .pprofError(400, "profile duration exceeds the server's maximum of \(settings.maxProfileSeconds) seconds")
         }
@@ -26,5 +24,11 @@ enum CPUProfileEndpoint {
         } catch {
             return .pprofError(500, "failed to encode profile")
         }
+    }
+
+    /// Go's rule: a missing, unparseable or non-positive `seconds` silently means 30.
+    static func requestedSeconds(_ request: HTTPRequest) -> Int64 {
+        if let raw = request.queryValue("seconds"), let s = parseGoInt64(raw), s > 0 { return s }
+        return 30
     }
 }

@@ -33,7 +33,10 @@ struct GoroutineProfile: NamedProfile {
 
     func text(debug: Int, symbols: some SymbolSource) -> String {
         if debug >= 2 { return fullDump(symbols: symbols) }
-        return LegacyText.countProfile(name, collect(), leafIsExact: true, symbols: symbols)
+        // pprof rejects a whole count profile over one "N @" line with no
+        // address: threads that did not answer are told in a comment instead.
+        return LegacyText.countProfile(name, collect(), leafIsExact: true, symbols: symbols,
+                                       emptyStacksNote: "without a stack: they block the dump signal or did not answer within \(Self.deadlineMilliseconds) ms")
     }
 
     /// One block per thread, shaped like Go's `goroutine N [state]:` dump.

@@ -95,9 +95,17 @@ struct HTTPAcceptLoop {
     }
 
     /// Answers 503 without reading the request, half-closes, and keeps the
-    /// socket to drain until the client closes.
+    /// socket to drain until the client closes. The answer has no body: the
+    /// request is not read, it may be a HEAD, and a body would then be read
+    /// as the start of the next response.
+    static let overLimitResponse = HTTPResponse(status: 503, headers: [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Retry-After", "1"),
+    ])
+
     private func reject(_ fd: Int32, into rejected: inout [Rejected]) {
-        let response = HTTPResponse.plainText(status: 503)
+        let response = Self.overLimitResponse
         var bytes = response.encodedHead(keepAlive: false, requestMinorVersion: 1)
         bytes += response.body
         var sent: Int

@@ -15,7 +15,8 @@ import Synchronization
 ///   limits, 408 request not complete within the idle timeout, 505 HTTP/2+)
 ///   get a short text/plain answer and the connection is closed.
 /// - More than `maxConnections` open connections (idle keep-alive ones
-///   count): the newcomer gets 503 and is closed, without a thread.
+///   count): the newcomer gets 503 (no body, `Retry-After: 1`) and is
+///   closed, without a thread.
 /// - Every closing is graceful: shutdown(SHUT_WR), then what the client still
 ///   sends is drained (at most 2 s, 1 MiB) so no reset destroys the answer.
 /// - All calls restart after EINTR; sends use MSG_NOSIGNAL; sockets are

@@ -80,6 +80,9 @@ public final class PprofServer: Sendable {
     /// Whether ``start()`` has succeeded.
     var isStarted: Bool { bound.withLock { $0 != nil } }
 
+    /// Connections being served now (for tests).
+    var activeConnectionCount: Int { http.activeConnectionCount }
+
     /// The port the server listens on once started (the real one when the
     /// configuration asked for port 0); nil before ``start()`` and for Unix sockets.
     public var port: Int? {

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Runs the test suite under AddressSanitizer and ThreadSanitizer.
+#
+#   Scripts/sanitizers.sh              both, one after the other
+#   Scripts/sanitizers.sh address      ASan only (scratch path .build-asan)
+#   Scripts/sanitizers.sh thread       TSan only (scratch path .build-tsan)
+#
+# Every test runs except those listed below, each for a reason the sanitizer
+# imposes, not because it fails for a reason of ours.
+#
+# Built with --disable-default-traits, that is without the HeapProfiling
+# trait: that trait defines malloc, free, calloc, realloc, posix_memalign &c.
+# in the executable, and so do ASan and TSan, whose allocators must see every
+# block to do their work. Two interposers cannot both own malloc; the
+# sanitizers' must win, so these runs leave the heap sampler out (its tests
+# skip themselves: HeapSampler.isAvailable is false). Everything else, the
+# CPU sampler, thread dumps, pthread_create interposition, the HTTP server,
+# the endpoints and every fault test, runs instrumented.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./Scripts/install-deps.sh
+
+sanitizers=("$@")
+[ ${#sanitizers[@]} -eq 0 ] && sanitizers=(address thread)
+
+# Tests that cannot work under any sanitizer:
+#  - SymbolizerTests namesAnInternalSwiftFunction, resolvesFileAndLineOfASwiftFunction:
+#    they take their own address with backtrace(), which the sanitizers
+#    intercept: the frame they get is __interceptor_backtrace.
+#  - SymbolizerTests symbolizesThousandsOfAddressesQuickly: a time bound
+#    (first symbolization < 1 s) that instrumented code cannot meet.
+#  - IntegrationAPITests handlerCancellation: a 30 s bound on a cancelled
+#    profile, encoding included; instrumented, and waiting for the
+#    symbolizer while other tests load DWARF in it, the encoding alone can
+#    take longer (the cancellation itself is prompt).
+common_skips=(
+    'SymbolizerTests/namesAnInternalSwiftFunction'
+    'SymbolizerTests/resolvesFileAndLineOfASwiftFunction'
+    'SymbolizerTests/symbolizesThousandsOfAddressesQuickly'
+    'IntegrationAPITests/handlerCancellation'
+)
+# And under ThreadSanitizer:
+#  - readsLinesAndInlinedCallsFromSeparateCompressedDebugFiles: it looks up
+#    glibc's abort(), which TSan replaces with its interceptor (no libc frame).
+#  - framePointerFallbackStillWalksSwiftCode, cpuSplitMatchesGroundTruth:
+#    they need frame-pointer stacks through the busy loop; TSan instruments
+#    every access with calls into its runtime, which keeps no frame pointers,
+#    so the walk stops there.
+#  - nothingWrittenToDisk: TSan itself creates /tmp/tsan.rodata.<pid>.
+#  - libraryUnloadedBetweenCaptureAndUnwind: TSan defers an asynchronous
+#    signal until the thread next enters instrumented code or an interceptor;
+#    the test's thread is busy inside libbz2 (not instrumented), so it cannot
+#    answer the dump within its deadline.
+#  - threadThatBlocksTheSignalIsReportedWithinTheDeadline: a 100 ms time bound.
+#  - goroutineDelta: threads started 0.6 s into a 1 s delta window must be up
+#    before it closes, which instrumented thread start-up does not promise.
+thread_skips=(
+    'ThreadEndpointTests/goroutineDelta'
+    'SymbolizerTests/readsLinesAndInlinedCallsFromSeparateCompressedDebugFiles'
+    'ThreadDumperTests/framePointerFallbackStillWalksSwiftCode'
+    'cpuSplitMatchesGroundTruth'
+    'nothingWrittenToDisk'
+    'ThreadDumperTests/libraryUnloadedBetweenCaptureAndUnwind'
+    'ThreadDumperTests/threadThatBlocksTheSignalIsReportedWithinTheDeadline'
+)
+
+# Swift's crash backtracer forks a helper; under TSan that aborts in the
+# runtime (CHECK failed in ForkAfter) and hides the real report.
+export SWIFT_BACKTRACE=enable=no
+
+failed=()
+for sanitizer in "${sanitizers[@]}"; do
+    case "$sanitizer" in
+    address)
+        scratch=.build-asan
+        skips=("${common_skips[@]}")
+        # Leak detection off: leaks are not what these runs look for, the
+        # XCTest harness leaks at exit, and the profiler keeps some memory for
+        # the process's life on purpose (the sample ring, retired stack maps
+        # a handler might still read).
+        export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1"
+        ;;
+    thread)
+        scratch=.build-tsan
+        skips=("${common_skips[@]}" "${thread_skips[@]}")
+        # Reports fail the run (exit code 66), the child processes some tests
+        # start included. See the suppressions file for the one thing TSan
+        # cannot see on Linux: Swift's Synchronization.Mutex.
+        export TSAN_OPTIONS="suppressions=$PWD/Scripts/tsan-suppressions.txt:halt_on_error=0:exitcode=66:history_size=4"
+        ;;
+    *)
+        echo "usage: $0 [address|thread]..." >&2
+        exit 2
+        ;;
+    esac
+    skip_args=()
+    for s in "${skips[@]}"; do skip_args+=(--skip "$s"); done
+    echo "=== $sanitizer sanitizer ($scratch) ==="
+    start=$(date +%s)
+    if swift build --build-tests --sanitize="$sanitizer" --disable-default-traits --scratch-path "$scratch" \
+            -Xswiftc -warnings-as-errors &&
+        swift test --skip-build --sanitize="$sanitizer" --disable-default-traits --scratch-path "$scratch" \
+            "${skip_args[@]}"; then
+        echo "=== $sanitizer sanitizer: passed in $(( $(date +%s) - start )) s ==="
+    else
+        echo "=== $sanitizer sanitizer: FAILED after $(( $(date +%s) - start )) s ==="
+        failed+=("$sanitizer")
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "sanitizers.sh: failed under: ${failed[*]}" >&2
+    exit 1
+fi
