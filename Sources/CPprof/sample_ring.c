@@ -15,7 +15,10 @@ typedef struct ring_cell {
 
 static ring_cell *ring;          // never unmapped: a late handler may still write
 static _Atomic uint64_t enqueue_pos;
-static uint64_t dequeue_pos;     // consumer only
+// Consumer only; consumers are serialised by the caller (CPUProfiler's
+// Mutex). Atomic, with relaxed accesses, only because ThreadSanitizer cannot
+// see Swift's Synchronization.Mutex and would report two drains as a race.
+static _Atomic uint64_t dequeue_pos;
 
 int cpprof_ring_init(void) {
     if (ring != NULL) return 0;
@@ -25,7 +28,7 @@ int cpprof_ring_init(void) {
     ring_cell *cells = mem;
     for (uint64_t i = 0; i < RING_CELLS; i++) atomic_store(&cells[i].seq, i);
     atomic_store(&enqueue_pos, 0);
-    dequeue_pos = 0;
+    atomic_store_explicit(&dequeue_pos, 0, memory_order_relaxed);
     ring = cells;
     return 0;
 }
@@ -59,19 +62,21 @@ void cpprof_ring_publish(uint64_t ticket) {
 size_t cpprof_ring_drain(cpprof_sample *out, size_t max) {
     if (ring == NULL) return 0;
     size_t n = 0;
+    uint64_t pos = atomic_load_explicit(&dequeue_pos, memory_order_relaxed);
     while (n < max) {
-        ring_cell *cell = &ring[dequeue_pos & (RING_CELLS - 1)];
+        ring_cell *cell = &ring[pos & (RING_CELLS - 1)];
         uint64_t seq = atomic_load_explicit(&cell->seq, memory_order_acquire);
-        if ((int64_t)seq - (int64_t)(dequeue_pos + 1) < 0) break; // not yet published
+        if ((int64_t)seq - (int64_t)(pos + 1) < 0) break; // not yet published
         const cpprof_sample *s = &cell->sample;
         out[n].tid = s->tid;
         out[n].depth = s->depth;
         out[n].weight = s->weight;
         memcpy(out[n].pcs, s->pcs, sizeof(uint64_t) * s->depth);
         n++;
-        atomic_store_explicit(&cell->seq, dequeue_pos + RING_CELLS, memory_order_release);
-        dequeue_pos++;
+        atomic_store_explicit(&cell->seq, pos + RING_CELLS, memory_order_release);
+        pos++;
     }
+    atomic_store_explicit(&dequeue_pos, pos, memory_order_relaxed);
     return n;
 }
 

@@ -78,8 +78,9 @@ struct FaultHTTPTests {
         // The request is not read: the answer must suit a HEAD too (no body).
         let refusedHead = try FaultHTTP.request(port: port, method: "HEAD", target: "/debug/pprof/cmdline")
         #expect(refusedHead.status == 503)
-        // The server closes the quiet ones itself (408 for the half requests), without their help.
-        #expect(faultWaitUntil(seconds: 5) { server.activeConnectionCount == 0 })
+        // The server closes the quiet ones itself (408 for the half requests), without their
+        // help: 1 s idle deadline, then at most 2 s of lingering for the client to close.
+        #expect(faultWaitUntil(seconds: 10) { server.activeConnectionCount == 0 })
         let served = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline")
         #expect(served.status == 200)
     }
