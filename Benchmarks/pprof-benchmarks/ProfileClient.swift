@@ -107,7 +107,11 @@ struct DecodedProfile {
             let body = String(decoding: httpResponse[(headEnd + 4)...], as: UTF8.self)
             fatal("profile request failed: \(head.split(separator: "\r\n").first ?? "") \(body)")
         }
-        let body = Array(httpResponse[(headEnd + 4)...])
+        self.init(gzippedBody: Array(httpResponse[(headEnd + 4)...]))
+    }
+
+    /// The body of a profile response: a gzipped profile.proto.
+    init(gzippedBody body: [UInt8]) {
         var raw: UnsafeMutablePointer<UInt8>?
         var length = 0
         let rc = body.withUnsafeBufferPointer { cpprof_gunzip($0.baseAddress, $0.count, &raw, &length) }
