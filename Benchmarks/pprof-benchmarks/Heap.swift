@@ -313,7 +313,7 @@ enum Heap {
 
         var levels = 0
         while (1 << levels) < o.stacks { levels += 1 }
-        printOut("## heap-endpoint (c): rate 1, \(o.live) live malloc'd blocks (32–536 B) from \(o.stacks) distinct "
+        printOut("## heap-endpoint (c): rate 1, \(o.live) live malloc'd blocks (32–512 B) from \(o.stacks) distinct "
                  + "stacks (\(levels) levels of two functions); GET over loopback, \(o.requests) requests per figure")
         PprofServer.memoryProfileRate = 1
         let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: o.live)
