@@ -66,13 +66,16 @@ extension CPUSamplingTests {
         func timerCapFollowsSigpendingLimit() throws {
             var saved = rlimit()
             getrlimit(RLIMIT_SIGPENDING_RAW, &saved)
-            var low = saved
-            low.rlim_cur = 24 // a share of 6 timers: fewer than this process has threads
-            #expect(setrlimit(RLIMIT_SIGPENDING_RAW, &low) == 0)
-            defer { setrlimit(RLIMIT_SIGPENDING_RAW, &saved) }
             let workload = MeasuredWorkload()
             workload.start()
             defer { workload.stop() }
+            usleep(50_000)
+            // A share (a quarter of the limit) of half as many timers as this process has threads.
+            let threads = liveThreadIDs().count
+            var low = saved
+            low.rlim_cur = rlim_t(4 * max(1, threads / 2))
+            #expect(setrlimit(RLIMIT_SIGPENDING_RAW, &low) == 0)
+            defer { setrlimit(RLIMIT_SIGPENDING_RAW, &saved) }
             let profile = try CPUProfiler.shared.profile(seconds: 1, hz: 100, isCancelled: { false })
             #expect(profile.threadsWithoutTimer > 0)
             let encoded = try DecodedProfile(bytes: profile.builder().encode(symbols: Symbolizer.shared))
