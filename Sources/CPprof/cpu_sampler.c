@@ -286,7 +286,10 @@ static int sync_threads_locked(void) {
     uint64_t untimed = 0;
     for (size_t i = 0; i < fresh_count; i++) {
         if (timer_count >= limit) { untimed++; continue; }
-        if (add_timer_locked(fresh[i]) == ENOMEM) break;
+        int err = add_timer_locked(fresh[i]);
+        if (err == ENOMEM) break;
+        // EAGAIN: the user's pending-signal quota (shared by all its processes) is used up.
+        if (err != 0 && err != EINVAL && err != ESRCH) untimed++;
     }
     free(fresh);
     atomic_store(&st_untimed, untimed);

@@ -36,7 +36,7 @@ typedef struct cpprof_cpu_stats {
     uint64_t stackmap_leaks;   // old stack maps not freed because a reader lingered
     int32_t mode;              // cpprof_cpu_mode
     int32_t timers;            // live per-thread timers
-    uint64_t threads_without_timer; // threads beyond the RLIMIT_SIGPENDING share
+    uint64_t threads_without_timer; // at the last sync: threads beyond the RLIMIT_SIGPENDING share, or refused one
     int32_t handler_lost;      // 1: SIGPROF was taken from us; sampling stopped
 } cpprof_cpu_stats;
 

@@ -49,7 +49,7 @@ extension CPUProfile {
         }
         b.comments.append("swift-pprof: dropped_samples=\(droppedSamples) leaf_only_samples=\(leafOnlySamples)")
         if threadsWithoutTimer > 0 {
-            b.comments.append("swift-pprof: \(threadsWithoutTimer) threads were not sampled: the per-thread timer limit (a quarter of RLIMIT_SIGPENDING) was reached")
+            b.comments.append("swift-pprof: \(threadsWithoutTimer) threads were not sampled: the per-thread timer limit (a quarter of RLIMIT_SIGPENDING) was reached, or the kernel refused their timers")
         }
         if handlerLost {
             b.comments.append("swift-pprof: sampling stopped early: another SIGPROF handler replaced the profiler's (or SIGPROF was reset)")
