@@ -55,7 +55,14 @@ common_skips=(
 #  - threadStartedDuringProfile: samples in proportion to the CPU of a thread
 #    started 0.3 s into a 2 s profile; TSan's deferred delivery of signals
 #    leaves fewer now and then.
+#  - FaultSignalChainTests appHandlerIsChained: it counts that none of the
+#    app's own SIGPROFs is lost. SIGPROF does not queue: one that arrives
+#    while a timer's SIGPROF is still pending for the thread merges with it
+#    (kernel semantics, in any build). TSan holds signals back until the
+#    thread next enters its runtime, which widens that window enough to lose
+#    one now and then; uninstrumented runs check it strictly.
 thread_skips=(
+    'FaultSignalChainTests/appHandlerIsChained'
     'CPUProfilerTests/threadStartedDuringProfile'
     'ThreadEndpointTests/goroutineDelta'
     'SymbolizerTests/readsLinesFromSeparateCompressedDebugFiles'
