@@ -17,6 +17,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        // Only for `swift package generate-documentation` (Scripts/build-docs.sh).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // Everything that runs inside a signal handler or an allocator hook lives here, in C.
@@ -41,6 +43,14 @@ let package = Package(
             name: "pprof-demo",
             dependencies: ["Pprof"],
             path: "Examples/pprof-demo",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // Measurements, not tests: ./Scripts/benchmark.sh, Docs/Benchmarks.md.
+        // CPprof only for the handler microbenchmark's hooks (and gunzip).
+        .executableTarget(
+            name: "pprof-benchmarks",
+            dependencies: ["Pprof", "CPprof"],
+            path: "Benchmarks/pprof-benchmarks",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -32,7 +33,8 @@ static int handler_installed;
 static struct sigaction previous_action;
 static int atfork_registered;
 
-static _Atomic uint64_t st_samples, st_dropped, st_unbounded, st_foreign, st_timer_errors;
+static _Atomic uint64_t st_samples, st_dropped, st_unbounded, st_foreign, st_timer_errors, st_untimed;
+static _Atomic int32_t st_handler_lost;
 
 static CPPROF_TLS int32_t cached_tid;
 
@@ -62,7 +64,7 @@ static int record_sample(uintptr_t pc, uintptr_t fp, uintptr_t sp, uint64_t weig
     if (s == NULL) { atomic_fetch_add_explicit(&st_dropped, 1, memory_order_relaxed); return 0; }
     uintptr_t stack_end = 0;
     uint32_t max = CPPROF_MAX_FRAMES;
-    if (!cpprof_stackmap_region_end(sp, &stack_end)) {
+    if (!cpprof_thread_stack_end(sp, &stack_end)) {
         // Stack not in the snapshot yet (a brand new thread): keep the leaf only.
         max = 1;
         atomic_fetch_add_explicit(&st_unbounded, 1, memory_order_relaxed);
@@ -106,13 +108,21 @@ static void sigprof_handler(int sig, siginfo_t *info, void *uctx) {
     errno = saved_errno;
 }
 
+// For bench_hooks.c: the handler exactly as installed, and the cookie our
+// timers' signals carry, so a benchmark can time the real recording path.
+cpprof_sigaction_fn cpprof_internal_sigprof_handler(void) { return sigprof_handler; }
+int cpprof_internal_timer_cookie(void) { return timer_cookie; }
+
 static int install_handler(void) {
     if (handler_installed) return 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = sigprof_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
+    // Every signal blocked while it runs: an application handler that
+    // siglongjmps out must not abandon ours half-way (a claimed ring cell, a
+    // counted-in stack-map reader). On the alternate stack where one exists.
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigfillset(&sa.sa_mask);
     if (sigaction(SIGPROF, &sa, &previous_action) != 0) return errno;
     handler_installed = 1;
     return 0;
@@ -122,10 +132,13 @@ static void after_fork_in_child(void) {
     // Timers are not inherited; forget ours without touching the kernel.
     pthread_mutex_init(&session_lock, NULL);
     atomic_store(&active_mode, CPPROF_CPU_OFF);
-    free(timers);
+    // Leaked, not freed: the fork may have landed inside a realloc of it.
     timers = NULL;
     timer_count = timer_cap = 0;
     cached_tid = 0;
+    // Another thread may have been inside the ring or the stack map.
+    cpprof_ring_reset_after_fork();
+    cpprof_stackmap_reset_after_fork();
 }
 
 static int64_t random_first_expiry(void) {
@@ -159,6 +172,46 @@ static int arm_thread_timer(int32_t tid, timer_t *out) {
     return 0;
 }
 
+// Whether SIGPROF still reaches our handlers. Something else may have
+// installed its own or reset it to SIG_DFL, whose action kills the process:
+// then no timer of ours may stay armed.
+static cpprof_sigaction_fn current_sigprof_action(void) {
+    struct sigaction current;
+    if (sigaction(SIGPROF, NULL, &current) != 0 || !(current.sa_flags & SA_SIGINFO)) return NULL;
+    return current.sa_sigaction;
+}
+
+cpprof_sigaction_fn cpprof_internal_cpu_previous_handler(void) {
+    return (previous_action.sa_flags & SA_SIGINFO) ? previous_action.sa_sigaction : NULL;
+}
+
+// Our signals reach the CPU sampler's handler: directly, or through the dump
+// handler installed after it, which passes them on.
+int cpprof_sigprof_reaches_cpu_handler(void) {
+    cpprof_sigaction_fn current = current_sigprof_action();
+    if (current == sigprof_handler) return 1;
+    return current != NULL && current == cpprof_internal_dump_handler() &&
+           cpprof_internal_dump_previous_handler() == sigprof_handler;
+}
+
+// Each per-thread timer holds a queued-signal entry charged to the user's
+// RLIMIT_SIGPENDING, shared with every process of that user: use a quarter
+// at most, and count the threads left without a timer.
+static size_t timer_limit(void) {
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_SIGPENDING, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return 8192;
+    size_t quarter = (size_t)(lim.rlim_cur / 4);
+    return quarter < 8192 ? quarter : 8192;
+}
+
+// A timer whose thread has exited reads as disarmed (the kernel zeroes it):
+// its tid may already belong to a new thread, which needs a timer of its own.
+static int timer_is_dead(timer_t timer) {
+    struct itimerspec left;
+    if (timer_gettime(timer, &left) != 0) return 1;
+    return left.it_value.tv_sec == 0 && left.it_value.tv_nsec == 0;
+}
+
 static thread_timer *find_timer(int32_t tid) {
     for (size_t i = 0; i < timer_count; i++) if (timers[i].tid == tid) return &timers[i];
     return NULL;
@@ -182,8 +235,23 @@ static int add_timer_locked(int32_t tid) {
 }
 
 // Caller holds session_lock.
+static void stop_locked(void);
+
 static int sync_threads_locked(void) {
+    if (atomic_load(&active_mode) == CPPROF_CPU_OFF) return 0;
+    if (!cpprof_sigprof_reaches_cpu_handler()) {
+        atomic_store(&st_handler_lost, 1);
+        stop_locked();
+        return 0;
+    }
     if (atomic_load(&active_mode) != CPPROF_CPU_THREAD_TIMERS) return (int)timer_count;
+    // Timers of threads that exited (their tid may be reused by now).
+    size_t alive = 0;
+    for (size_t i = 0; i < timer_count; i++) {
+        if (timer_is_dead(timers[i].timer)) timer_delete(timers[i].timer);
+        else timers[alive++] = timers[i];
+    }
+    timer_count = alive;
     DIR *dir = opendir("/proc/self/task");
     if (dir == NULL) return (int)timer_count;
     for (size_t i = 0; i < timer_count; i++) timers[i].seen = 0;
@@ -214,10 +282,17 @@ static int sync_threads_locked(void) {
     // Stacks of the threads just listed are mapped by now: refresh the map
     // before their timers can fire, so their samples get whole stacks.
     if (fresh_count > 0 || timer_count == 0) cpprof_stackmap_refresh();
+    size_t limit = timer_limit();
+    uint64_t untimed = 0;
     for (size_t i = 0; i < fresh_count; i++) {
-        if (add_timer_locked(fresh[i]) == ENOMEM) break;
+        if (timer_count >= limit) { untimed++; continue; }
+        int err = add_timer_locked(fresh[i]);
+        if (err == ENOMEM) break;
+        // EAGAIN: the user's pending-signal quota (shared by all its processes) is used up.
+        if (err != 0 && err != EINVAL && err != ESRCH) untimed++;
     }
     free(fresh);
+    atomic_store(&st_untimed, untimed);
     return (int)timer_count;
 }
 
@@ -243,10 +318,12 @@ int cpprof_cpu_start(int64_t period_ns) {
     int err = cpprof_ring_init();
     if (err == 0) err = cpprof_stackmap_refresh();
     if (err == 0) err = install_handler();
+    if (err == 0 && !cpprof_sigprof_reaches_cpu_handler()) err = EEXIST; // someone replaced our handler
     if (err != 0) { pthread_mutex_unlock(&session_lock); return err; }
     if (!atfork_registered) { pthread_atfork(NULL, NULL, after_fork_in_child); atfork_registered = 1; }
     atomic_store(&st_samples, 0); atomic_store(&st_dropped, 0); atomic_store(&st_unbounded, 0);
     atomic_store(&st_foreign, 0); atomic_store(&st_timer_errors, 0);
+    atomic_store(&st_untimed, 0); atomic_store(&st_handler_lost, 0);
     period_ns_cfg = period_ns;
     jitter_seed = (unsigned int)time(NULL) ^ (unsigned int)getpid();
     cpprof_sample scratch[64];
@@ -285,6 +362,11 @@ size_t cpprof_cpu_drain(cpprof_sample *out, size_t max) {
 
 void cpprof_cpu_stop(void) {
     pthread_mutex_lock(&session_lock);
+    stop_locked();
+    pthread_mutex_unlock(&session_lock);
+}
+
+static void stop_locked(void) {
     int32_t mode = atomic_load(&active_mode);
     // Timers go first; the handler stays installed so a pending SIGPROF is harmless.
     if (mode == CPPROF_CPU_THREAD_TIMERS) {
@@ -296,7 +378,6 @@ void cpprof_cpu_stop(void) {
         setitimer(ITIMER_PROF, &off, NULL);
     }
     atomic_store(&active_mode, CPPROF_CPU_OFF);
-    pthread_mutex_unlock(&session_lock);
 }
 
 void cpprof_cpu_get_stats(cpprof_cpu_stats *out) {
@@ -312,6 +393,8 @@ void cpprof_cpu_get_stats(cpprof_cpu_stats *out) {
     pthread_mutex_lock(&session_lock);
     out->timers = (int32_t)timer_count;
     pthread_mutex_unlock(&session_lock);
+    out->threads_without_timer = atomic_load(&st_untimed);
+    out->handler_lost = atomic_load(&st_handler_lost);
 }
 
 __attribute__((noinline)) int cpprof_cpu_record_self_for_testing(void) {

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 int cpprof_gzip(const uint8_t *in, size_t len, int level, uint8_t **out, size_t *out_len) {
+    if (len > (size_t)UINT32_MAX) return Z_BUF_ERROR; // zlib's lengths are 32-bit
     z_stream zs = {0};
     int rc = deflateInit2(&zs, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
     if (rc != Z_OK) return rc;
@@ -23,6 +24,7 @@ int cpprof_gzip(const uint8_t *in, size_t len, int level, uint8_t **out, size_t 
 }
 
 int cpprof_gunzip(const uint8_t *in, size_t len, uint8_t **out, size_t *out_len) {
+    if (len > (size_t)UINT32_MAX) return Z_BUF_ERROR;
     z_stream zs = {0};
     int rc = inflateInit2(&zs, 15 + 32);
     if (rc != Z_OK) return rc;

@@ -98,9 +98,14 @@ void cpprof_heap_record_alloc(void *ptr, size_t size, uintptr_t ret, uintptr_t f
     uint32_t stack = cpprof_heap_stack_intern(pcs, depth);
     if (stack == CPPROF_HEAP_NO_STACK)
         atomic_fetch_add_explicit(&st_dropped_stack, 1, memory_order_relaxed);
-    else if (!cpprof_heap_live_insert((uintptr_t)ptr, stack, size, 1))
+    else if (!cpprof_heap_live_insert((uintptr_t)ptr, stack, size, 1)) {
+        // No room to follow it until its free: still counted as allocated
+        // (allocs stays right), and as freed at once (in-use undercounts, by
+        // what the dropped_live_table_full counter says).
+        cpprof_heap_stack_count_alloc(stack, size);
+        cpprof_heap_stack_count_free(stack, size);
         atomic_fetch_add_explicit(&st_dropped_live, 1, memory_order_relaxed);
-    else
+    } else
         atomic_fetch_add_explicit(&st_sampled_allocs, 1, memory_order_relaxed);
     busy = 0;
 }

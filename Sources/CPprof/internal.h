@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <signal.h>
 #include "include/cpprof_cpu.h"
 
 #define CPPROF_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -16,10 +17,12 @@ cpprof_sample *cpprof_ring_claim(uint64_t *ticket);
 // Publishes a claimed cell. Async-signal-safe.
 void cpprof_ring_publish(uint64_t ticket);
 size_t cpprof_ring_drain(cpprof_sample *out, size_t max);
+void cpprof_ring_reset_after_fork(void);  // in a fork child only
 
 // --- stack_map.c: writable regions, to bound frame-pointer walks ---
 int cpprof_stackmap_refresh(void);    // not signal-safe; 0 or errno
 void cpprof_stackmap_clear(void);     // not signal-safe
+void cpprof_stackmap_reset_after_fork(void); // in a fork child only
 // Finds the writable region holding `sp`; 1 and *end set if known. Async-signal-safe.
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end);
 extern _Atomic uint64_t cpprof_stackmap_leaks;
@@ -61,10 +64,24 @@ typedef struct cpprof_stack_copy {
 // signal-safe; one batch at a time.
 int cpprof_unwind_begin(void);
 void cpprof_unwind_end(void);
+// In a fork child: forget libunwind's address space (its cache lock may be held).
+void cpprof_unwind_reset_after_fork(void);
 // Unwinds one copy into pcs (pcs[0] = rip). Returns the depth.
 uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
                             uint8_t *unwinder, uint8_t *truncated);
 // Bounds of the function holding addr, from its FDE (inside a batch). 1 if found.
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
+
+// --- cpu_sampler.c, for bench_hooks.c only ---
+typedef void (*cpprof_sigaction_fn)(int, siginfo_t *, void *);
+cpprof_sigaction_fn cpprof_internal_sigprof_handler(void); // the SIGPROF handler itself
+int cpprof_internal_timer_cookie(void);                   // si_value of our timers' signals
+cpprof_sigaction_fn cpprof_internal_dump_handler(void);   // thread_dump.c's SIGPROF handler
+// The handlers each of ours passes foreign SIGPROFs to (NULL if not SA_SIGINFO).
+cpprof_sigaction_fn cpprof_internal_cpu_previous_handler(void);
+cpprof_sigaction_fn cpprof_internal_dump_previous_handler(void);
+// Whether SIGPROF, as installed now, still delivers our timers' signals to
+// the CPU sampler's handler (someone may have replaced or reset it).
+int cpprof_sigprof_reaches_cpu_handler(void);
 
 #endif

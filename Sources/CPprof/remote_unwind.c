@@ -339,6 +339,16 @@ static void load_libunwind(void) {
 }
 #endif
 
+void cpprof_unwind_reset_after_fork(void) {
+#if CPPROF_HAVE_LIBUNWIND
+    // The parent's address space (and its cache lock) is abandoned, not
+    // destroyed: another thread may have held that lock at the fork.
+    lu.tried = 0;
+    lu.ok = 0;
+    lu.as = NULL;
+#endif
+}
+
 // --- batch ------------------------------------------------------------------
 
 int cpprof_unwind_begin(void) {

@@ -79,3 +79,12 @@ size_t cpprof_ring_drain(cpprof_sample *out, size_t max) {
     atomic_store_explicit(&dequeue_pos, pos, memory_order_relaxed);
     return n;
 }
+
+void cpprof_ring_reset_after_fork(void) {
+    // A cell claimed by a thread that does not exist in the child would
+    // stall the ring forever: start empty.
+    if (ring == NULL) return;
+    for (uint64_t i = 0; i < RING_CELLS; i++) atomic_store(&ring[i].seq, i);
+    atomic_store(&enqueue_pos, 0);
+    dequeue_pos = 0;
+}

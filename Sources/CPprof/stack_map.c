@@ -71,9 +71,9 @@ int cpprof_stackmap_refresh(void) {
         if (*p == '-') {
             uintptr_t end = strtoull(p + 1, &p, 16);
             if (*p == ' ' && p[1] == 'r' && p[2] == 'w' && end > start) {
-                region *last = map->count ? &map->regions[map->count - 1] : NULL;
-                if (last && last->end == start) last->end = end; // adjacent: one readable span
-                else map->regions[map->count++] = (region){start, end};
+                // Never joined with a neighbour: a walk must stay inside one
+                // mapping, since the neighbour may be unmapped after the snapshot.
+                map->regions[map->count++] = (region){start, end};
             }
         }
         if (!nl) break;
@@ -106,4 +106,9 @@ int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end) {
     }
     atomic_fetch_sub(&readers, 1);
     return found;
+}
+
+void cpprof_stackmap_reset_after_fork(void) {
+    // Readers counted in by threads that do not exist in the child never leave.
+    atomic_store(&readers, 0);
 }

@@ -200,6 +200,23 @@ static void dump_handler(int sig, siginfo_t *info, void *uctx) {
 static void after_fork_in_child(void) {
     pthread_mutex_init(&dump_lock, NULL);
     stuck_count = 0;
+    cpprof_unwind_reset_after_fork();
+}
+
+cpprof_sigaction_fn cpprof_internal_dump_handler(void) { return dump_handler; }
+
+cpprof_sigaction_fn cpprof_internal_dump_previous_handler(void) {
+    return (previous_action.sa_flags & SA_SIGINFO) ? previous_action.sa_sigaction : NULL;
+}
+
+// Dump signals reach the dump handler: directly, or through the CPU
+// sampler's handler installed after it, which passes them on.
+static int sigprof_reaches_dump_handler(void) {
+    struct sigaction current;
+    if (sigaction(SIGPROF, NULL, &current) != 0 || !(current.sa_flags & SA_SIGINFO)) return 0;
+    if (current.sa_sigaction == dump_handler) return 1;
+    return current.sa_sigaction == cpprof_internal_sigprof_handler() &&
+           cpprof_internal_cpu_previous_handler() == dump_handler;
 }
 
 // Installs the handler on SIGPROF, once. SIGPROF, not a real-time signal:
@@ -216,8 +233,10 @@ static int ensure_signal(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = dump_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
+    // All signals blocked while it runs (a siglongjmp out of an application
+    // handler must not abandon a half-written slot); alternate stack if any.
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigfillset(&sa.sa_mask);
     if (sigaction(SIGPROF, &sa, &previous_action) != 0) {
         atomic_store(&dump_signal, -1);
         return -1;
@@ -400,6 +419,9 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     pthread_mutex_lock(&dump_lock);
 
     int sig = ensure_signal();
+    // If SIGPROF was reset to SIG_DFL or taken by another handler, our
+    // signals would kill the process or go astray: no dump.
+    if (sig > 0 && !sigprof_reaches_dump_handler()) { pthread_mutex_unlock(&dump_lock); return EEXIST; }
     int32_t *tids = NULL;
     size_t n = 0;
     int err = list_tasks(&tids, &n);

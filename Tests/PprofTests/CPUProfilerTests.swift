@@ -26,9 +26,13 @@ extension CPUSamplingTests {
             starter.start()
             defer { workload.stop() }
             let profile = try CPUProfiler.shared.profile(seconds: 2, hz: 100, isCancelled: { false })
+            let gammaCPU = workload.totals()["spinGamma"] ?? 0
             let names = functionNames(in: profile)
             let gamma = names.first { $0.key.contains("spinGamma") }?.value ?? 0
-            #expect(gamma >= 20, "spinGamma samples: \(gamma); names: \(names.keys.sorted().prefix(20))")
+            // Expected from the CPU the thread really got (a loaded machine may give it little).
+            try #require(gammaCPU >= 100_000_000, "the new thread got only \(gammaCPU / 1e6) ms of CPU")
+            // At least a few: the point is that it was sampled at all (the machine may be loaded).
+                #expect(Double(gamma) >= 0.3 * gammaCPU / 10_000_000, "spinGamma samples: \(gamma); names: \(names.keys.sorted().prefix(20))")
         }
 
         @Test("stopping leaves no timer, no pending SIGPROF, and the handler harmless")
@@ -36,8 +40,10 @@ extension CPUSamplingTests {
             let workload = MeasuredWorkload()
             workload.start()
             defer { workload.stop() }
+            let before = workload.totals().values.reduce(0, +)
             let profile = try CPUProfiler.shared.profile(seconds: 1, hz: 250, isCancelled: { false })
-            #expect(profile.totalSamples > 0)
+            // Samples, if the burners got any CPU at all on this (possibly loaded) machine.
+            if workload.totals().values.reduce(0, +) - before > 100_000_000 { #expect(profile.totalSamples > 0) }
             var stats = cpprof_cpu_stats()
             cpprof_cpu_get_stats(&stats)
             #expect(stats.mode == 0 && stats.timers == 0)

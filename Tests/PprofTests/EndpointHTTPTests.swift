@@ -120,6 +120,22 @@ struct EndpointHTTPTests {
         #expect(p.durationNanos >= 900_000_000)
     }
 
+    @Test("heap and allocs always answer in Go's shape, with or without the HeapProfiling trait")
+    func heapShape() throws {
+        defer { server.stop() }
+        for name in ["heap", "allocs"] {
+            let r = try get("/debug/pprof/\(name)")
+            #expect(r.status == 200)
+            let p = try DecodedProfile(gzipped: r.body)
+            #expect(p.sampleTypes.map { p.string($0.type) } == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"])
+            #expect(p.string(p.periodType.type) == "space" && p.string(p.periodType.unit) == "bytes")
+            if !PprofServer.isHeapProfilingAvailable {
+                #expect(p.samples.isEmpty)
+                #expect(p.comments.contains { p.string($0).contains("unavailable") })
+            }
+        }
+    }
+
     @Test("block and mutex are served empty in Go's shape and as text")
     func contentionProfiles() throws {
         defer { server.stop() }

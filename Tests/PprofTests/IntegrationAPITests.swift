@@ -119,24 +119,6 @@ struct IntegrationAPITests {
     }
 }
 
-/// Starts CPU sampling, so it runs with the other tests that do: a session of
-/// its own beside theirs would blur the sampling windows they measure.
-extension CPUSamplingTests {
-    @Suite struct IntegrationAPICPUTests {
-        @Test("cancelling the calling task ends a CPU profile early")
-        func handlerCancellation() async throws {
-            let handler = PprofHandler()
-            let start = ContinuousClock.now
-            let task = Task { await handler.respond(to: .init(method: "GET", path: "/debug/pprof/profile", query: "seconds=60")) }
-            try await Task.sleep(for: .milliseconds(300))
-            task.cancel()
-            let response = await task.value
-            #expect(response.status == 200)
-            #expect(ContinuousClock.now - start < .seconds(30))
-        }
-    }
-}
-
 struct RecordingLogHandler: LogHandler {
     final class Storage: @unchecked Sendable {
         private let lock = NSLock()
@@ -153,5 +135,23 @@ struct RecordingLogHandler: LogHandler {
     }
     func log(event: LogEvent) {
         storage.append("\(event.level) \(event.message) \(event.metadata ?? [:])")
+    }
+}
+
+// Starts CPU sampling: serialized with the other tests that do.
+extension CPUSamplingTests {
+    @Suite("PprofHandler cancellation")
+    struct PprofHandlerCancellationTests {
+        @Test("cancelling the calling task ends a CPU profile early")
+        func handlerCancellation() async throws {
+            let handler = PprofHandler()
+            let start = ContinuousClock.now
+            let task = Task { await handler.respond(to: .init(method: "GET", path: "/debug/pprof/profile", query: "seconds=60")) }
+            try await Task.sleep(for: .milliseconds(300))
+            task.cancel()
+            let response = await task.value
+            #expect(response.status == 200)
+            #expect(ContinuousClock.now - start < .seconds(30))
+        }
     }
 }

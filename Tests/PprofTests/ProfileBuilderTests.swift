@@ -63,10 +63,15 @@ struct ProfileBuilderTests {
         #expect(p.string(fn.filename) == "/src/a.swift")
     }
 
-    @Test("has_functions only where every location of the mapping got a name")
+    @Test("has_functions where we named locations of the mapping, even if not all of them")
     func mappingFlags() throws {
-        let p = try DecodedProfile(bytes: sampleBuilder().encode(symbols: FakeSymbols()))
-        #expect(p.mappings[0].hasFunctions && p.mappings[0].hasFilenames && p.mappings[0].hasLineNumbers)
+        var b = sampleBuilder()
+        b.add(addresses: [0x4fff00], values: [1, 10_000_000]) // in /app/server, but nameless
+        let p = try DecodedProfile(bytes: b.encode(symbols: FakeSymbols()))
+        // pprof must not re-symbolize /app/server: it would replace our names.
+        #expect(p.mappings[0].hasFunctions)
+        // Files and lines are claimed only where every location has them.
+        #expect(!p.mappings[0].hasFilenames && !p.mappings[0].hasLineNumbers)
         #expect(!p.mappings[1].hasFunctions && !p.mappings[1].hasFilenames)
         #expect(p.string(p.mappings[0].filename) == "/app/server" && p.string(p.mappings[0].buildID) == "abcd")
         #expect(p.mappings[1].offset == 0x1000)

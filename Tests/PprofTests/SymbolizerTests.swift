@@ -222,20 +222,24 @@ private func expectFramesFollowTheTables(_ info: DebugInfo, bias: UInt64, symbol
     }
 
     @Test(.enabled(if: separateDebugFile(buildID: libcBuildID()) != nil, "libc's debug file (libc6-dbg) is not installed"))
-    func readsLinesAndInlinedCallsFromSeparateCompressedDebugFiles() throws {
+    func readsLinesFromSeparateCompressedDebugFiles() throws {
         let pointer: UnsafeMutableRawPointer? = libcFunction("abort")
         let function = address(try #require(pointer))
         let symbolizer = Symbolizer()
-        let frame = try #require(symbolizer.frames(at: function + 1).last)
+        let frames = symbolizer.frames(at: function + 1)
+        let frame = try #require(frames.last)
         #expect(frame.function == "abort")
         #expect(frame.file.hasSuffix("stdlib/abort.c") && frame.line > 0, "\(frame)")
-        // glibc is built with -O2: plenty of inlined calls.
+        // Separate debug files give files and lines only: their inlined calls
+        // are not indexed (libc's .debug_info takes seconds in a debug build).
+        #expect(frames.count == 1)
         let libc = try #require(DynamicLoader.objects().objects.first { $0.contains(function) })
         let path = try #require(separateDebugFile(buildID: libc.buildID))
         let file = try #require(MappedFile(path: path))
         let image = try #require(ELFImage(bytes: file.bytes))
-        let info = try #require(DebugInfo(image: image))
-        #expect(expectFramesFollowTheTables(info, bias: libc.bias, symbolizer: symbolizer) > 100)
+        let info = try #require(DebugInfo(image: image, inlinedFrames: false))
+        #expect(info.inlines.addresses.isEmpty)
+        #expect(info.lines.lookup(function - libc.bias + 1) != nil)
     }
 
     @Test func reportsInlinedCallsOfThisBinary() throws {
@@ -248,27 +252,24 @@ private func expectFramesFollowTheTables(_ info: DebugInfo, bias: UInt64, symbol
         #expect(expectFramesFollowTheTables(info, bias: bias, symbolizer: Symbolizer()) > 0)
     }
 
-    @Test func symbolizesThousandsOfAddressesQuickly() throws {
+    @Test func symbolizesThousandsOfAddressesAndCachesThem() throws {
         let table = try executableSymbols()
         let bias = try loadBias(ofMainProgram: DynamicLoader.objects().objects)
         let entries = table.entries.filter(\.sized).prefix(1000)
         try #require(entries.count >= 500)
         let symbolizer = Symbolizer()
-        let clock = ContinuousClock()
         var named = 0
-        let first = clock.measure {
-            for entry in entries {
-                let frames = symbolizer.frames(at: bias + entry.address + (entry.end - entry.address) / 2)
-                if frames.last?.systemName == table.image.cString(at: entry.nameOffset) { named += 1 }
-            }
+        var first: [[SymbolizedFrame]] = []
+        for entry in entries {
+            let frames = symbolizer.frames(at: bias + entry.address + (entry.end - entry.address) / 2)
+            if frames.last?.systemName == table.image.cString(at: entry.nameOffset) { named += 1 }
+            first.append(frames)
         }
-        let again = clock.measure {
-            for entry in entries { _ = symbolizer.frames(at: bias + entry.address + (entry.end - entry.address) / 2) }
-        }
-        print("symbolized \(entries.count) addresses: first \(first), cached \(again)")
+        // Timings are measured by the benchmarks, never asserted here; the
+        // cache must answer exactly what the first pass computed.
+        let again = entries.map { symbolizer.frames(at: bias + $0.address + ($0.end - $0.address) / 2) }
         #expect(named == entries.count)
-        #expect(first < .seconds(1))
-        #expect(again < first)
+        #expect(again == first)
     }
 }
 

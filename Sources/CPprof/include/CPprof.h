@@ -6,6 +6,7 @@
 #ifndef CPPROF_H
 #define CPPROF_H
 
+#include "cpprof_bench.h"
 #include "cpprof_cpu.h"
 #include "cpprof_gzip.h"
 #include "cpprof_heap.h"

@@ -36,10 +36,13 @@ typedef struct cpprof_cpu_stats {
     uint64_t stackmap_leaks;   // old stack maps not freed because a reader lingered
     int32_t mode;              // cpprof_cpu_mode
     int32_t timers;            // live per-thread timers
+    uint64_t threads_without_timer; // at the last sync: threads beyond the RLIMIT_SIGPENDING share, or refused one
+    int32_t handler_lost;      // 1: SIGPROF was taken from us; sampling stopped
 } cpprof_cpu_stats;
 
 /// Starts sampling every `period_ns` of CPU time per thread.
-/// Returns 0, EBUSY if a session is running, or an errno from the kernel.
+/// Returns 0, EBUSY if a session is running, EEXIST if another SIGPROF
+/// handler replaced ours, or an errno from the kernel.
 int cpprof_cpu_start(int64_t period_ns);
 
 /// Gives threads that appeared since the last call a timer, deletes the

@@ -12,15 +12,23 @@ struct CPUProfile: Sendable {
     var leafOnlySamples: UInt64 = 0
     /// Whether per-thread CPU timers drove the sampling (else process-wide).
     var perThreadTimers = true
+    /// Threads left without a timer (RLIMIT_SIGPENDING share used up).
+    var threadsWithoutTimer: UInt64 = 0
+    /// Sampling stopped because something else took SIGPROF.
+    var handlerLost = false
 
     struct StackCounts: Sendable {
         var samples: Int64 = 0
         var periods: Int64 = 0
+
+        mutating func add(periods weight: Int64) {
+            samples += 1
+            periods += weight
+        }
     }
 
     mutating func add(stack: [UInt64], weight: Int64) {
-        stacks[stack, default: StackCounts()].samples += 1
-        stacks[stack, default: StackCounts()].periods += weight
+        stacks[stack, default: StackCounts()].add(periods: weight) // one hash, modified in place
     }
 
     var totalSamples: Int64 { stacks.values.reduce(0) { $0 + $1.samples } }
@@ -40,6 +48,12 @@ extension CPUProfile {
             b.add(addresses: stack, values: [counts.samples, counts.periods * periodNanoseconds])
         }
         b.comments.append("swift-pprof: dropped_samples=\(droppedSamples) leaf_only_samples=\(leafOnlySamples)")
+        if threadsWithoutTimer > 0 {
+            b.comments.append("swift-pprof: \(threadsWithoutTimer) threads were not sampled: the per-thread timer limit (a quarter of RLIMIT_SIGPENDING) was reached, or the kernel refused their timers")
+        }
+        if handlerLost {
+            b.comments.append("swift-pprof: sampling stopped early: another SIGPROF handler replaced the profiler's (or SIGPROF was reset)")
+        }
         if !perThreadTimers {
             b.comments.append("swift-pprof: per-thread CPU timers unavailable; sampled with the process-wide ITIMER_PROF")
         }

@@ -24,11 +24,16 @@ final class CPUProfiler: Sendable {
     }
     private let state = Mutex(State())
 
-    /// How often the collector empties the handler's ring.
-    private static let drainIntervalNanoseconds: Int64 = 20_000_000
-    /// How often new threads get timers (and dead ones lose theirs).
-    private static let threadSyncIntervalNanoseconds: Int64 = 50_000_000
+    /// How often the collector empties the handler's ring (4096 cells: at
+    /// 100 Hz that is room for ~400 threads busy at once) and gives new
+    /// threads their timers. Each wake-up costs CPU; this keeps them at 10/s.
+    private static let drainIntervalNanoseconds: Int64 = 100_000_000
+    private static let threadSyncIntervalNanoseconds: Int64 = 100_000_000
+    /// How often a waiting request checks that its client is still there.
+    private static let cancellationPollNanoseconds: Int64 = 250_000_000
     private static let drainBatch = 256
+    /// Drained samples land here first; used only under the state lock.
+    nonisolated(unsafe) private static let drainBuffer = UnsafeMutablePointer<cpprof_sample>.allocate(capacity: drainBatch)
 
     /// Samples the whole process for `seconds`, or until `isCancelled`
     /// returns true, at `hz` samples per CPU-second per thread.
@@ -39,7 +44,7 @@ final class CPUProfiler: Sendable {
         while true {
             let now = Clock.monotonicNanoseconds()
             if now >= deadline || isCancelled() { break }
-            Clock.sleep(nanoseconds: min(deadline - now, 100_000_000))
+            Clock.sleep(nanoseconds: min(deadline - now, Self.cancellationPollNanoseconds))
         }
         var profile = leave(id)
         profile.durationNanoseconds = Clock.monotonicNanoseconds() - startMono
@@ -67,7 +72,7 @@ final class CPUProfiler: Sendable {
             s.statsAtJoin[id] = stats
             if !s.collectorRunning {
                 s.collectorRunning = true
-                if !DetachedThread.start(name: "pprof-cpu", { CPUProfiler.shared.collect() }) {
+                if case .failure = PThread.spawn(name: "pprof-cpu", joinable: false, { CPUProfiler.shared.collect() }) {
                     s.collectorRunning = false // the waiting request still drains on leave
                 }
             }
@@ -87,6 +92,8 @@ final class CPUProfiler: Sendable {
                 profile.leafOnlySamples = now.stack_unbounded &- then.stack_unbounded
             }
             profile.perThreadTimers = now.mode != Int32(CPPROF_CPU_PROCESS_TIMER.rawValue)
+            profile.threadsWithoutTimer = now.threads_without_timer
+            profile.handlerLost = now.handler_lost != 0
             if s.subscribers.isEmpty {
                 cpprof_cpu_stop()
                 s.sessionActive = false
@@ -119,15 +126,17 @@ final class CPUProfiler: Sendable {
     }
 
     private static func drain(into s: inout State) {
-        let buffer = UnsafeMutablePointer<cpprof_sample>.allocate(capacity: drainBatch)
-        defer { buffer.deallocate() }
+        let buffer = drainBuffer
+        // A copy of the ids: iterating `subscribers.keys` while mutating the
+        // dictionary would copy it (and every profile in it) per sample.
+        let ids = Array(s.subscribers.keys)
         while true {
             let n = cpprof_cpu_drain(buffer, drainBatch)
             if n == 0 { break }
             for i in 0..<n {
                 let stack = Self.stack(of: &buffer[i])
                 let weight = Int64(buffer[i].weight)
-                for key in s.subscribers.keys { s.subscribers[key]!.add(stack: stack, weight: weight) }
+                for id in ids { s.subscribers[id]?.add(stack: stack, weight: weight) }
             }
             if n < drainBatch { break }
         }

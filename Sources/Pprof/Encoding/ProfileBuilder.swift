@@ -92,7 +92,7 @@ struct ProfileBuilder {
         var functionOrder: [FunctionKey] = []
         var locations: [EncodedLocation] = []
         // Per mapping: were all its locations symbolized, with files and lines?
-        var allNamed = [Bool](repeating: true, count: mappings.count)
+        var anyNamed = [Bool](repeating: false, count: mappings.count)
         var allFiled = [Bool](repeating: true, count: mappings.count)
         var allLined = [Bool](repeating: true, count: mappings.count)
         var used = [Bool](repeating: false, count: mappings.count)
@@ -116,7 +116,7 @@ struct ProfileBuilder {
             }
             if let m = mappingIndex {
                 used[m] = true
-                if frames.isEmpty { allNamed[m] = false }
+                if !frames.isEmpty { anyNamed[m] = true }
                 if frames.isEmpty || frames.contains(where: { $0.file.isEmpty }) { allFiled[m] = false }
                 if frames.isEmpty || frames.contains(where: { $0.line == 0 }) { allLined[m] = false }
             }
@@ -146,7 +146,12 @@ struct ProfileBuilder {
         }
         for (i, m) in mappings.enumerated() {
             let file = strings.index(m.path), build = strings.index(m.buildID)
-            let named = used[i] && allNamed[i]
+            // has_functions tells pprof not to symbolize this mapping again.
+            // Set as soon as we named anything in it: pprof's own attempt
+            // (llvm-symbolizer, addr2line, Go's objfile) would replace our
+            // demangled Swift names with worse ones for the whole mapping,
+            // and cannot name what our symbol tables could not.
+            let named = used[i] && anyNamed[i]
             w.message(3) { p in
                 p.uint64(1, UInt64(i + 1))
                 p.uint64(2, m.start)

@@ -1,3 +1,5 @@
+import Glibc
+
 /// `/debug/pprof/profile?seconds=N`: a CPU profile of the whole process.
 enum CPUProfileEndpoint {
     static func handle(_ request: HTTPRequest, settings: EndpointSettings, symbols: some SymbolSource,
@@ -10,7 +12,12 @@ enum CPUProfileEndpoint {
         do {
             profile = try CPUProfiler.shared.profile(seconds: seconds, hz: settings.cpuSamplingRate, isCancelled: isCancelled)
         } catch {
-            return .pprofError(500, "Could not enable CPU profiling: the kernel refused the profiling timers")
+            guard case .startFailed(let code) = error else { return .pprofError(500, "Could not enable CPU profiling") }
+            switch code {
+            case EBUSY: return .pprofError(500, "Could not enable CPU profiling: cpu profiling already in use")
+            case EEXIST: return .pprofError(500, "Could not enable CPU profiling: another SIGPROF handler replaced the profiler's")
+            default: return .pprofError(500, "Could not enable CPU profiling: the kernel refused the profiling timers")
+            }
         }
         do {
             return .profile(filename: "profile", try profile.builder().gzipped(symbols: symbols))

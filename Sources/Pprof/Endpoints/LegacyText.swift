@@ -26,4 +26,30 @@ enum LegacyText {
         }
         return out
     }
+
+    /// Go's count-profile text (goroutine, threadcreate): a total, then each
+    /// distinct stack with its count, largest first.
+    /// - Parameter emptyStacksNote: if set, stacks with no frame are counted in
+    ///   one trailing comment with this text instead of Go's `N @` + `#\t0x0`.
+    static func countProfile(_ name: String, _ data: ProfileData, leafIsExact: Bool, symbols: some SymbolSource,
+                             emptyStacksNote: String? = nil) -> String {
+        let symbols = PrefetchedSymbols(symbols, addresses: data.samples.keys.flatMap(\.addresses))
+        let total = data.samples.values.reduce(0) { $0 + $1[0] }
+        var out = "\(name) profile: total \(total)\n"
+        var withoutStack: Int64 = 0
+        for sample in data.sortedSamples() {
+            if emptyStacksNote != nil && sample.key.addresses.isEmpty {
+                withoutStack += sample.values[0]
+                continue
+            }
+            out += "\(sample.values[0]) @" + addressList(sample.key.addresses, leafIsExact: leafIsExact) + "\n"
+            // An empty stack prints as Go prints it: a lone zero address.
+            out += sample.key.addresses.isEmpty ? "#\t0x0\n" : frameComments(sample.key.addresses, symbols: symbols)
+            out += "\n"
+        }
+        if let note = emptyStacksNote, withoutStack > 0 {
+            out += "# \(withoutStack) \(note)\n"
+        }
+        return out
+    }
 }

@@ -25,32 +25,18 @@ struct GoroutineProfile: NamedProfile {
             if !thread.answered { silent += 1 }
             data.add(ProfileData.Key(addresses: Self.adjusted(thread.stack)), [1])
         }
-        data.comments = ["swift-pprof: threads=\(threads.count) without_stack=\(silent) (blocked the signal or did not answer within \(Self.deadlineMilliseconds) ms)"]
+        data.comments = threads.isEmpty
+            ? ["swift-pprof: thread dump unavailable (SIGPROF is handled by something else in this process)"]
+            : ["swift-pprof: threads=\(threads.count) without_stack=\(silent) (blocked the signal or did not answer within \(Self.deadlineMilliseconds) ms)"]
         return data
     }
 
     func text(debug: Int, symbols: some SymbolSource) -> String {
         if debug >= 2 { return fullDump(symbols: symbols) }
-        let data = collect()
-        let symbols = PrefetchedSymbols(symbols, addresses: data.samples.keys.flatMap(\.addresses))
-        let total = data.samples.values.reduce(0) { $0 + $1[0] }
-        var out = "goroutine profile: total \(total)\n"
-        var withoutStack: Int64 = 0
-        for sample in data.sortedSamples() {
-            // pprof rejects a whole count profile over one "N @" line with no
-            // address; threads that did not answer are said in a comment instead.
-            if sample.key.addresses.isEmpty {
-                withoutStack += sample.values[0]
-                continue
-            }
-            out += "\(sample.values[0]) @" + LegacyText.addressList(sample.key.addresses, leafIsExact: true) + "\n"
-            out += LegacyText.frameComments(sample.key.addresses, symbols: symbols)
-            out += "\n"
-        }
-        if withoutStack > 0 {
-            out += "# \(withoutStack) without a stack: they block the dump signal or did not answer within \(Self.deadlineMilliseconds) ms\n"
-        }
-        return out
+        // pprof rejects a whole count profile over one "N @" line with no
+        // address: threads that did not answer are told in a comment instead.
+        return LegacyText.countProfile(name, collect(), leafIsExact: true, symbols: symbols,
+                                       emptyStacksNote: "without a stack: they block the dump signal or did not answer within \(Self.deadlineMilliseconds) ms")
     }
 
     /// One block per thread, shaped like Go's `goroutine N [state]:` dump.
@@ -132,16 +118,7 @@ struct ThreadCreateProfile: NamedProfile {
     }
 
     func text(debug: Int, symbols: some SymbolSource) -> String {
-        let data = collect()
-        let symbols = PrefetchedSymbols(symbols, addresses: data.samples.keys.flatMap(\.addresses))
-        let total = data.samples.values.reduce(0) { $0 + $1[0] }
-        var out = "threadcreate profile: total \(total)\n"
-        for sample in data.sortedSamples() {
-            out += "\(sample.values[0]) @" + LegacyText.addressList(sample.key.addresses, leafIsExact: false) + "\n"
-            out += sample.key.addresses.isEmpty ? "#\t0x0\n" : LegacyText.frameComments(sample.key.addresses, symbols: symbols)
-            out += "\n"
-        }
-        return out
+        LegacyText.countProfile(name, collect(), leafIsExact: false, symbols: symbols)
     }
 }
 

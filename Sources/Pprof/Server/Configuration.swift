@@ -22,9 +22,16 @@ extension PprofServer {
         /// Connections served at once; one more gets `503`.
         public var maxConnections: Int
 
+        /// Creates a configuration; every parameter has a default.
+        ///
         /// - Parameters:
         ///   - host: IPv4/IPv6 literal or `localhost`; default `127.0.0.1`.
         ///   - port: default 6060, as in Go's examples; 0 picks a free port.
+        ///   - unixSocketPath: listen on this Unix-domain socket instead of TCP.
+        ///   - bearerToken: require `Authorization: Bearer <token>` on every request.
+        ///   - cpuSamplingRate: CPU samples per CPU-second of each thread; default 100.
+        ///   - maxProfileSeconds: the longest `seconds` a request may ask for; default 300.
+        ///   - maxConnections: requests served at once; default 16.
         public init(host: String = "127.0.0.1", port: Int = 6060, unixSocketPath: String? = nil,
                     bearerToken: String? = nil, cpuSamplingRate: Int = 100, maxProfileSeconds: Int = 300,
                     maxConnections: Int = 16) {

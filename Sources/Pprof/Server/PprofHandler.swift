@@ -26,6 +26,7 @@ public struct PprofHandler: Sendable {
         /// The body (read only by `POST /debug/pprof/symbol`).
         public var body: [UInt8]
 
+        /// Describes a request; only `method` and `path` are always needed.
         public init(method: String, path: String, query: String = "",
                     headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
             self.method = method
@@ -44,11 +45,20 @@ public struct PprofHandler: Sendable {
         public var headers: [(name: String, value: String)]
         /// The body; send none for `HEAD`.
         public var body: [UInt8]
+
+        /// Creates a response (for adapters and their tests).
+        public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+            self.status = status
+            self.headers = headers
+            self.body = body
+        }
     }
 
     private let endpoints: PprofEndpoints
     private let bearerToken: String?
 
+    /// Creates a handler with the endpoints' settings.
+    ///
     /// - Parameter configuration: the sampling settings and bearer token are
     ///   used; the listen address is ignored here.
     public init(configuration: PprofServer.Configuration = .init()) {
@@ -62,10 +72,10 @@ public struct PprofHandler: Sendable {
         let box = CancelFlag()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Response, Never>) in
-                let started = DetachedThread.start(name: "pprof-handler") {
+                let spawned = PThread.spawn(name: "pprof-handler", joinable: false) {
                     continuation.resume(returning: self.respondBlocking(to: request, isCancelled: { box.isSet }))
                 }
-                if !started {
+                if case .failure = spawned {
                     continuation.resume(returning: Response(HTTPResponse.pprofError(503, "pprof: no thread available for this request")))
                 }
             }

@@ -21,6 +21,7 @@ public struct PprofServerError: Error, Hashable, CustomStringConvertible {
     /// A human-readable explanation.
     public var message: String
 
+    /// The ``message``.
     public var description: String { message }
 
     init(kind: Kind, message: String) {

@@ -105,7 +105,11 @@ struct DebugInfo: Sendable {
     /// .debug_info. Sequences and ranges outside the image's code sections
     /// (functions the linker discarded, whose addresses became 0 or -1) are
     /// dropped.
-    init?(image: ELFImage) {
+    /// - Parameter inlinedFrames: also index .debug_info's inlined calls (and
+    ///   DWARF 4 compilation directories). Off for system libraries' separate
+    ///   debug files, whose .debug_info is large (libc's: 6 MB, seconds to
+    ///   index in a debug build) and whose inlining matters little here.
+    init?(image: ELFImage, inlinedFrames: Bool = true) {
         let sections = image.sectionsByName()
         func section(_ name: String) -> DebugSectionData? { image.debugSection(name, in: sections) }
         let line = section(".debug_line"), info = section(".debug_info")
@@ -121,7 +125,7 @@ struct DebugInfo: Sendable {
         let code = image.codeRanges()
         let isCode = { (address: UInt64) in code.contains { $0.contains(address) } }
         self = withExtendedLifetime(owned) {
-            let units = DWARFUnit.units(in: infoSections)
+            let units = inlinedFrames ? DWARFUnit.units(in: infoSections) : []
             var directories: [Int: [UInt8]] = [:]
             for unit in units {
                 if let offset = unit.stmtList, offset < UInt64(Int.max), !unit.compDir.isEmpty {

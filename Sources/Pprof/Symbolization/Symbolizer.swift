@@ -169,7 +169,7 @@ private struct State {
 
     /// DWARF from a separate debug file, where distributions install them:
     /// /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg). Used only
-    /// if its build id matches.
+    /// if its build id matches; files and lines only, no inlined frames.
     func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
         let id = object.buildID.isEmpty ? image.buildID : object.buildID
         guard id.utf8.count > 2 else { return nil }
@@ -177,7 +177,7 @@ private struct State {
         guard let file = MappedFile(path: path), let debug = ELFImage(bytes: file.bytes), debug.buildID == id else {
             return nil
         }
-        return withExtendedLifetime(file) { DebugInfo(image: debug) }
+        return withExtendedLifetime(file) { DebugInfo(image: debug, inlinedFrames: false) }
     }
 
     /// The physical function's frame, preceded by one frame per inlined call

@@ -104,6 +104,7 @@ final class ThreadBody: Sendable {
     init(_ run: @escaping @Sendable () -> Void) { self.run = run }
 }
 
-/// Every test that starts CPU sampling lives under this suite: sampling is
-/// process-wide, so these tests must not run at the same time as each other.
+/// Every test that uses process-wide profiler state (SIGPROF for CPU sampling
+/// and thread dumps, the heap sampling rate) lives under this suite: these
+/// tests must not run at the same time as each other.
 @Suite("CPU sampling", .serialized) enum CPUSamplingTests {}

@@ -1,9 +1,10 @@
 import CPprof
 import Glibc
 
-/// Starts raw pthreads. The HTTP server must keep answering when Swift's
-/// cooperative pool or the application's event loops are stuck, so it uses
-/// neither Dispatch nor Swift concurrency for its threads.
+/// Starts raw pthreads. The profiler's threads (HTTP server, CPU collector,
+/// request handlers) must keep working when Swift's cooperative pool or the
+/// application's event loops are stuck, so they use neither Dispatch nor
+/// Swift concurrency.
 enum PThread {
     private final class Start {
         let name: String
