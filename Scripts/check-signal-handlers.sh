@@ -35,15 +35,17 @@ if [ -z "$CC" ] || [ ! -x "$CC" ] || [ ! -x "$OBJDUMP" ]; then
 fi
 
 # Every file with code a handler reaches.
-FILES=(cpu_sampler frame_walk sample_ring stack_map thread_dump thread_stack)
+FILES=(async_walk cpu_sampler frame_walk sample_ring stack_map thread_dump thread_stack)
 ROOTS=(sigprof_handler dump_handler)
 # Outside our objects, only these: async-signal-safe or raw system calls.
 #   __errno_location  errno, saved and restored by each handler
 #   syscall           gettid, futex(FUTEX_WAKE): raw system calls
+#   getpid            async-signal-safe (POSIX); async_walk.c's process_vm_readv
+#                     reader, a branch the handlers never take (they read the snapshot)
 #   clock_gettime     async-signal-safe (POSIX)
 #   memcpy, memset    async-signal-safe (POSIX.1-2016); compiler-emitted copies
 #   __stack_chk_fail  stack protector, if enabled: aborts
-ALLOW=(__errno_location syscall clock_gettime memcpy memset __stack_chk_fail)
+ALLOW=(__errno_location syscall getpid clock_gettime memcpy memset __stack_chk_fail)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

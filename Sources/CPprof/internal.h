@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <signal.h>
+#include "include/cpprof_async.h"
 #include "include/cpprof_cpu.h"
 
 #define CPPROF_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -25,6 +26,8 @@ void cpprof_stackmap_clear(void);     // not signal-safe
 void cpprof_stackmap_reset_after_fork(void); // in a fork child only
 // Finds the writable region holding `sp`; 1 and *end set if known. Async-signal-safe.
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end);
+// Whether `addr` lies in an executable region of the snapshot. Async-signal-safe.
+int cpprof_stackmap_is_code(uintptr_t addr);
 extern _Atomic uint64_t cpprof_stackmap_leaks;
 
 // --- thread_stack.c: the calling thread's stack bounds ---
@@ -40,11 +43,38 @@ int cpprof_thread_stack_end(uintptr_t sp, uintptr_t *end);
 // Called at thread start (thread_create.c); not signal-safe (takes a lock).
 void cpprof_cpu_thread_started(void);
 
+// --- async_walk.c: logical stacks of Swift async code (cpprof_async.h) ---
+// Published job-running functions: [start, end) pairs, append-only.
+extern uintptr_t cpprof_async_executors[CPPROF_ASYNC_MAX_EXECUTORS][2];
+extern _Atomic uint32_t cpprof_async_executor_count;
+// Whether a return address lies in a job-running function, i.e. the frame
+// that returns there is an async function's. Async-signal-safe.
+static inline int cpprof_async_is_executor(uintptr_t ret) {
+    uint32_t n = atomic_load_explicit(&cpprof_async_executor_count, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++)
+        if (ret >= cpprof_async_executors[i][0] && ret < cpprof_async_executors[i][1]) return 1;
+    return 0;
+}
+// The chain a handler captured for a thread dump: inserted later into the
+// unwound stack before `boundary`, the return address into the executor.
+typedef struct cpprof_async_capture {
+    uint64_t boundary;
+    uint32_t count;
+    uint64_t pcs[CPPROF_ASYNC_MAX_DEPTH];
+} cpprof_async_capture;
+// Inserts a captured chain into an unwound stack (not in a handler).
+void cpprof_async_splice(uint64_t *pcs, uint32_t *depth, uint32_t max, const cpprof_async_capture *chain);
+
 // --- frame_walk.c ---
 // Fills pcs[0] = pc, then the return addresses of a frame-pointer chain that
-// stays inside [sp, stack_end). Returns the depth. Async-signal-safe.
+// stays inside [sp, stack_end), with the awaiting callers of each async
+// frame inserted after it (async_walk.c). Returns the depth. Async-signal-safe.
 uint32_t cpprof_walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
                             uint64_t *pcs, uint32_t max);
+// The same walk; `capture`, if not NULL, receives the first async chain met
+// (count 0 if none). For the thread-dump handler.
+uint32_t cpprof_walk_frames_async(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
+                                  uint64_t *pcs, uint32_t max, cpprof_async_capture *capture);
 
 // --- remote_unwind.c: unwinding a copied stack outside any signal handler ---
 // Registers in DWARF / libunwind numbering (x86_64): rax rdx rcx rbx rsi rdi

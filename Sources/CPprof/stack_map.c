@@ -1,5 +1,6 @@
 // A snapshot of the process's writable memory regions (thread stacks are
-// among them), published for the signal handler with an RCU-like scheme: the
+// among them) and of its executable ones (async_walk.c checks that a resume
+// function lies in code), published for the signal handler with an RCU-like scheme: the
 // handler counts itself in as a reader, the refresher swaps the pointer and
 // frees the old snapshot only once no reader is left. If one lingers, the
 // old snapshot is leaked (and counted) rather than freed under it.
@@ -13,7 +14,9 @@
 #include <unistd.h>
 
 typedef struct region { uintptr_t start, end; } region;
-typedef struct stackmap { size_t mapped_bytes; size_t count; region regions[]; } stackmap;
+// regions[0, count): writable; regions[count, count + code_count): executable.
+// Each part sorted by address, as /proc/self/maps lists them.
+typedef struct stackmap { size_t mapped_bytes; size_t count, code_count; region regions[]; } stackmap;
 
 static _Atomic(stackmap *) current;
 static _Atomic uint32_t readers;
@@ -51,34 +54,40 @@ static void release(stackmap *old) {
     atomic_fetch_add(&cpprof_stackmap_leaks, 1);
 }
 
+// Appends to `out` the regions whose permission `perm` ('w' or 'x') is set;
+// returns how many. Never joined with a neighbour: a walk must stay inside one
+// mapping, since the neighbour may be unmapped after the snapshot.
+static size_t collect(const char *text, size_t len, char perm, region *out) {
+    size_t n = 0;
+    const char *line = text;
+    while (line < text + len) {
+        const char *nl = memchr(line, '\n', (size_t)(text + len - line));
+        char *p = NULL;
+        uintptr_t start = strtoull(line, &p, 16);
+        if (*p == '-') {
+            uintptr_t end = strtoull(p + 1, &p, 16);
+            // "start-end rwxp ...": p[1..3] are r, w, x.
+            int set = perm == 'w' ? (p[1] == 'r' && p[2] == 'w') : (p[1] == 'r' && p[2] != 0 && p[3] == 'x');
+            if (*p == ' ' && set && end > start) out[n++] = (region){start, end};
+        }
+        if (!nl) break;
+        line = nl + 1;
+    }
+    return n;
+}
+
 int cpprof_stackmap_refresh(void) {
     size_t len = 0;
     char *text = read_maps(&len);
     if (text == NULL) return errno ? errno : EIO;
     size_t lines = 1;
     for (size_t i = 0; i < len; i++) if (text[i] == '\n') lines++;
-    size_t bytes = sizeof(stackmap) + lines * sizeof(region);
+    size_t bytes = sizeof(stackmap) + 2 * lines * sizeof(region); // a line may be in both parts
     stackmap *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED) { free(text); return errno; }
     map->mapped_bytes = bytes;
-    map->count = 0;
-    char *line = text;
-    while (line < text + len) {
-        char *nl = memchr(line, '\n', (size_t)(text + len - line));
-        if (nl) *nl = 0;
-        char *p = line;
-        uintptr_t start = strtoull(p, &p, 16);
-        if (*p == '-') {
-            uintptr_t end = strtoull(p + 1, &p, 16);
-            if (*p == ' ' && p[1] == 'r' && p[2] == 'w' && end > start) {
-                // Never joined with a neighbour: a walk must stay inside one
-                // mapping, since the neighbour may be unmapped after the snapshot.
-                map->regions[map->count++] = (region){start, end};
-            }
-        }
-        if (!nl) break;
-        line = nl + 1;
-    }
+    map->count = collect(text, len, 'w', map->regions);
+    map->code_count = collect(text, len, 'x', map->regions + map->count);
     free(text);
     release(atomic_exchange(&current, map));
     return 0;
@@ -88,22 +97,30 @@ void cpprof_stackmap_clear(void) {
     release(atomic_exchange(&current, NULL));
 }
 
+// The region of r[0, n) (sorted, disjoint) holding addr, or NULL.
+static const region *find(const region *r, size_t n, uintptr_t addr) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r[mid].end <= addr) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && r[lo].start <= addr ? &r[lo] : NULL;
+}
+
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end) {
     atomic_fetch_add(&readers, 1);
     const stackmap *map = atomic_load(&current);
-    int found = 0;
-    if (map != NULL) {
-        size_t lo = 0, hi = map->count;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (map->regions[mid].end <= sp) lo = mid + 1;
-            else hi = mid;
-        }
-        if (lo < map->count && map->regions[lo].start <= sp) {
-            *end = map->regions[lo].end;
-            found = 1;
-        }
-    }
+    const region *r = map ? find(map->regions, map->count, sp) : NULL;
+    if (r != NULL) *end = r->end;
+    atomic_fetch_sub(&readers, 1);
+    return r != NULL;
+}
+
+int cpprof_stackmap_is_code(uintptr_t addr) {
+    atomic_fetch_add(&readers, 1);
+    const stackmap *map = atomic_load(&current);
+    int found = map != NULL && find(map->regions + map->count, map->code_count, addr) != NULL;
     atomic_fetch_sub(&readers, 1);
     return found;
 }

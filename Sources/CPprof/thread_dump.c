@@ -52,6 +52,8 @@ typedef struct dump_slot {
     uint64_t stack_len;
     int64_t handler_ns;              // time the handler took
     uint8_t *copy;                   // CPPROF_THREAD_STACK_COPY bytes, fixed
+    cpprof_async_capture async;      // awaiting callers, read live by the handler
+    uint64_t walk[CPPROF_THREAD_MAX_FRAMES]; // the handler's scratch for finding them
 } dump_slot;
 
 typedef struct slot_chunk {
@@ -148,6 +150,9 @@ static void capture_context(dump_slot *s, const ucontext_t *uc) {
         if (len > CPPROF_THREAD_STACK_COPY) len = CPPROF_THREAD_STACK_COPY;
         copy_stack_bytes(s->copy, (const uint8_t *)sp, len);
     }
+    // Contexts are reused once the task moves on: the chain is read now.
+    cpprof_walk_frames_async((uintptr_t)g[REG_RIP], (uintptr_t)g[REG_RBP], sp, sp + len, s->walk,
+                             CPPROF_THREAD_MAX_FRAMES, &s->async);
     s->stack_addr = sp;
     s->stack_len = len;
 }
@@ -602,6 +607,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         }
         infos[i].depth = cpprof_unwind_copy(&copy, infos[i].pcs, CPPROF_THREAD_MAX_FRAMES,
                                             &infos[i].unwinder, &infos[i].truncated);
+        cpprof_async_splice(infos[i].pcs, &infos[i].depth, CPPROF_THREAD_MAX_FRAMES, &s->async);
         answered++;
     }
     cpprof_unwind_end();

@@ -6,6 +6,7 @@
 #ifndef CPPROF_H
 #define CPPROF_H
 
+#include "cpprof_async.h"
 #include "cpprof_bench.h"
 #include "cpprof_cpu.h"
 #include "cpprof_gzip.h"

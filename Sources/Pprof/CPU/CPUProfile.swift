@@ -16,6 +16,8 @@ struct CPUProfile: Sendable {
     var threadsWithoutTimer: UInt64 = 0
     /// Sampling stopped because something else took SIGPROF.
     var handlerLost = false
+    /// What the async chain walk did meanwhile (AsyncStacks.comment).
+    var asyncComment: String?
 
     struct StackCounts: Sendable {
         var samples: Int64 = 0
@@ -48,6 +50,7 @@ extension CPUProfile {
             b.add(addresses: stack, values: [counts.samples, counts.periods * periodNanoseconds])
         }
         b.comments.append("swift-pprof: dropped_samples=\(droppedSamples) leaf_only_samples=\(leafOnlySamples)")
+        if let asyncComment { b.comments.append(asyncComment) }
         if threadsWithoutTimer > 0 {
             b.comments.append("swift-pprof: \(threadsWithoutTimer) threads were not sampled: the per-thread timer limit (a quarter of RLIMIT_SIGPENDING) was reached, or the kernel refused their timers")
         }

@@ -16,6 +16,7 @@ final class CPUProfiler: Sendable {
     private struct State {
         var subscribers: [Int: CPUProfile] = [:]
         var statsAtJoin: [Int: cpprof_cpu_stats] = [:]
+        var asyncStatsAtJoin: [Int: cpprof_async_stats] = [:]
         var nextID = 0
         var sessionActive = false
         var collectorRunning = false
@@ -54,6 +55,7 @@ final class CPUProfiler: Sendable {
     private func join(hz: Int) throws(CPUProfilerError) -> Int {
         let result: Result<Int, CPUProfilerError> = state.withLock { s in
             if !s.sessionActive {
+                AsyncStacks.prepare()
                 let period = Int64(1_000_000_000 / max(1, min(hz, 1000)))
                 let rc = cpprof_cpu_start(period)
                 if rc != 0 { return .failure(.startFailed(rc)) }
@@ -70,6 +72,7 @@ final class CPUProfiler: Sendable {
             var stats = cpprof_cpu_stats()
             cpprof_cpu_get_stats(&stats)
             s.statsAtJoin[id] = stats
+            s.asyncStatsAtJoin[id] = AsyncStacks.stats()
             if !s.collectorRunning {
                 s.collectorRunning = true
                 if case .failure = PThread.spawn(name: "pprof-cpu", joinable: false, { CPUProfiler.shared.collect() }) {
@@ -90,6 +93,9 @@ final class CPUProfiler: Sendable {
             if let then = s.statsAtJoin.removeValue(forKey: id) {
                 profile.droppedSamples = now.dropped_ring_full &- then.dropped_ring_full
                 profile.leafOnlySamples = now.stack_unbounded &- then.stack_unbounded
+            }
+            if let then = s.asyncStatsAtJoin.removeValue(forKey: id) {
+                profile.asyncComment = AsyncStacks.comment(from: then, to: AsyncStacks.stats())
             }
             profile.perThreadTimers = now.mode != Int32(CPPROF_CPU_PROCESS_TIMER.rawValue)
             profile.threadsWithoutTimer = now.threads_without_timer
@@ -114,6 +120,8 @@ final class CPUProfiler: Sendable {
                     return false
                 }
                 Self.drain(into: &s)
+                // Contexts in memory mapped since the last snapshot cut chains: take a new one.
+                AsyncStacks.refreshSnapshotIfCut()
                 let now = Clock.monotonicNanoseconds()
                 if now - s.lastThreadSync >= Self.threadSyncIntervalNanoseconds {
                     s.lastThreadSync = now

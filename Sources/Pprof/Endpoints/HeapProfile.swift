@@ -85,6 +85,9 @@ struct HeapProfile: NamedProfile {
 
     private static func comments() -> [String] {
         let s = HeapSampler.stats()
+        // Samples taken from now on see async callers (if not already so).
+        AsyncStacks.prepare()
+        AsyncStacks.refreshSnapshotIfCut()
         guard s.isAvailable else {
             return ["swift-pprof: heap profiling is unavailable: built without the HeapProfiling trait"]
         }

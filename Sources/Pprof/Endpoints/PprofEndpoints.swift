@@ -20,6 +20,8 @@ struct PprofEndpoints: Sendable {
         self.settings = settings
         self.symbols = symbols
         self.profiles = profiles ?? Self.defaultProfiles
+        // Heap samples are taken from process start: let them see async callers as early as possible.
+        AsyncStacks.prepare(symbols: symbols)
     }
 
     static var defaultProfiles: [any NamedProfile] {

@@ -104,6 +104,20 @@ struct FunctionSymbolTable {
     }
 }
 
+extension FunctionSymbolTable {
+    /// ELF virtual address ranges of the functions named exactly `name`
+    /// (compared as bytes, without building a String per symbol).
+    func ranges(named name: String) -> [Range<UInt64>] {
+        let wanted = Array(name.utf8) + [0]
+        let bytes = image.bytes
+        return entries.filter { entry in
+            guard entry.sized, entry.nameOffset + UInt64(wanted.count) <= UInt64(bytes.count) else { return false }
+            let start = Int(entry.nameOffset)
+            return wanted.indices.allSatisfy { bytes[start + $0] == wanted[$0] }
+        }.map { $0.address..<$0.end }
+    }
+}
+
 extension ELFImage {
     /// The NUL-terminated string starting at a file offset.
     func cString(at offset: UInt64) -> String? {

@@ -74,6 +74,20 @@ final class Symbolizer: Sendable {
         }
     }
 
+    /// Runtime address ranges of the functions named `symbol` (exactly, as
+    /// in the symbol table) in the loaded objects that `accept` selects.
+    func functionRanges(named symbol: String, in accept: (LoadedObject) -> Bool) -> [Range<UInt64>] {
+        state.withLock { state in
+            if state.generation == nil || DynamicLoader.generation() != state.generation { state.scan() }
+            var ranges: [Range<UInt64>] = []
+            for object in state.objects where accept(object) {
+                guard let table = state.symbols(of: object) else { continue }
+                ranges += table.ranges(named: symbol).map { ($0.lowerBound &+ object.bias)..<($0.upperBound &+ object.bias) }
+            }
+            return ranges
+        }
+    }
+
     /// How often the loaded objects were listed (for tests of the rate limit).
     var scanCount: Int { state.withLock { $0.scanCount } }
 }
@@ -198,7 +212,7 @@ private struct State {
             file = call.callFile
             line = call.callLine
         }
-        frames.append(SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
+        frames.append(SymbolizedFrame(function: logicalAsyncName(demangleSwiftSymbol(symbol.name)), systemName: symbol.name,
                                       file: file, line: line, entry: symbol.address &+ object.bias))
         return frames
     }

@@ -40,6 +40,7 @@ enum ThreadDumper {
         var infos: UnsafeMutablePointer<cpprof_thread_info>?
         var count = 0
         var stats = cpprof_thread_dump_stats()
+        AsyncStacks.prepare()
         let err = cpprof_threads_dump(Int32(clamping: deadlineMilliseconds), &infos, &count, &stats)
         guard err == 0, let infos else { return ([], cpprof_thread_dump_stats()) }
         defer { cpprof_threads_free(infos) }

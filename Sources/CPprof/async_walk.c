@@ -1,0 +1,127 @@
+// Logical call stacks of Swift async code: the chain of async contexts that
+// the frame walk (frame_walk.c) follows when it meets an async frame, i.e.
+// a frame whose return address lies in a published job-running function of
+// the concurrency runtime (see cpprof_async.h for the layout).
+//
+// Invariants (this runs in SIGPROF handlers and the allocator hook):
+// - No allocation, lock, or call that is not async-signal-safe on the
+//   snapshot path; the executor ranges are append-only, published with a
+//   release store of their count, so a handler reads only complete ranges.
+// - A context is read only if it is 8-byte aligned and its first 16 bytes lie
+//   inside one writable region of the stack-map snapshot. The running task's
+//   contexts are live while its thread is stopped in the handler, so a
+//   genuine chain is always readable; a false one (garbage at fp - 8) is
+//   read only where memory was mapped writable at the last snapshot (see
+//   Docs/Design.md for what remains).
+// - A resume function must lie in an executable region; the walk stops at
+//   the task's root context (Parent == NULL), after CPPROF_ASYNC_MAX_DEPTH
+//   levels, and at the first context seen twice. Every stop other than the
+//   root is counted as a cut chain.
+#include "internal.h"
+#include "include/cpprof_async.h"
+#include <errno.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+uintptr_t cpprof_async_executors[CPPROF_ASYNC_MAX_EXECUTORS][2];
+_Atomic uint32_t cpprof_async_executor_count;
+
+static _Atomic uint64_t st_chains, st_levels, st_cut, st_snapshot_miss;
+static _Atomic uint64_t miss_seen_at_refresh;
+
+int cpprof_async_add_executor_range(uint64_t start, uint64_t end) {
+    if (end <= start) return EINVAL;
+    uint32_t n = atomic_load_explicit(&cpprof_async_executor_count, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++)
+        if (cpprof_async_executors[i][0] == start && cpprof_async_executors[i][1] == end) return EEXIST;
+    if (n == CPPROF_ASYNC_MAX_EXECUTORS) return ENOSPC;
+    cpprof_async_executors[n][0] = (uintptr_t)start;
+    cpprof_async_executors[n][1] = (uintptr_t)end;
+    atomic_store_explicit(&cpprof_async_executor_count, n + 1, memory_order_release);
+    return 0;
+}
+
+uint32_t cpprof_async_executor_range_count(void) {
+    return atomic_load_explicit(&cpprof_async_executor_count, memory_order_acquire);
+}
+
+// Reads the context's Parent and ResumeParent if the snapshot proves them
+// mapped. Sanitizers are kept out: the words belong to the runtime's task
+// allocator, and a false chain may point anywhere the snapshot allows.
+__attribute__((no_sanitize("address", "thread", "memory")))
+static int read_snapshot(uintptr_t ctx, uintptr_t out[2]) {
+    uintptr_t end = 0;
+    if (!cpprof_stackmap_region_end(ctx, &end) || end - ctx < 2 * sizeof(uintptr_t)) {
+        atomic_fetch_add_explicit(&st_snapshot_miss, 1, memory_order_relaxed);
+        return 0;
+    }
+    const volatile uintptr_t *words = (const volatile uintptr_t *)ctx;
+    out[0] = words[0];
+    out[1] = words[1];
+    return 1;
+}
+
+static int read_syscall(uintptr_t ctx, uintptr_t out[2]) {
+    struct iovec local = {out, 2 * sizeof(uintptr_t)};
+    struct iovec remote = {(void *)ctx, 2 * sizeof(uintptr_t)};
+    long n = syscall(SYS_process_vm_readv, (long)getpid(), &local, 1L, &remote, 1L, 0L);
+    return n == (long)(2 * sizeof(uintptr_t));
+}
+
+uint32_t cpprof_async_chain(uint64_t context, int32_t reader, uint64_t *pcs, uint32_t max) {
+    atomic_fetch_add_explicit(&st_chains, 1, memory_order_relaxed);
+    uintptr_t seen[CPPROF_ASYNC_MAX_DEPTH];
+    uint32_t depth = 0;
+    uintptr_t ctx = (uintptr_t)context;
+    int cut = 1;
+    while (depth < max && depth < CPPROF_ASYNC_MAX_DEPTH) {
+        if (ctx < 4096 || (ctx & (sizeof(uintptr_t) - 1)) != 0) break;
+        uintptr_t words[2];
+        int ok = reader == CPPROF_ASYNC_READ_SYSCALL ? read_syscall(ctx, words) : read_snapshot(ctx, words);
+        if (!ok) break;
+        uintptr_t parent = words[0], resume = words[1];
+        if (parent == 0) { cut = 0; break; } // the task's root: its resume function completes the task
+        if (!cpprof_stackmap_is_code(resume)) {
+            // Code mapped after the snapshot (dlopen) looks like garbage until the next one.
+            atomic_fetch_add_explicit(&st_snapshot_miss, 1, memory_order_relaxed);
+            break;
+        }
+        int again = 0;
+        for (uint32_t i = 0; i < depth; i++) again |= seen[i] == parent;
+        if (again || parent == ctx) break;
+        seen[depth] = ctx;
+        pcs[depth++] = (uint64_t)resume + 1;
+        ctx = parent;
+    }
+    if (cut) atomic_fetch_add_explicit(&st_cut, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st_levels, depth, memory_order_relaxed);
+    return depth;
+}
+
+void cpprof_async_get_stats(cpprof_async_stats *out) {
+    out->chains = atomic_load(&st_chains);
+    out->levels = atomic_load(&st_levels);
+    out->cut = atomic_load(&st_cut);
+    out->snapshot_miss = atomic_load(&st_snapshot_miss);
+}
+
+int cpprof_async_refresh_snapshot(int32_t force) {
+    uint64_t miss = atomic_load(&st_snapshot_miss);
+    if (atomic_exchange(&miss_seen_at_refresh, miss) == miss && !force) return 0;
+    return cpprof_stackmap_refresh() == 0;
+}
+
+void cpprof_async_splice(uint64_t *pcs, uint32_t *depth, uint32_t max, const cpprof_async_capture *chain) {
+    if (chain->count == 0) return;
+    uint32_t at = 1;
+    while (at < *depth && pcs[at] != chain->boundary) at++;
+    if (at >= *depth) return; // the unwinder did not reach the executor frame
+    uint32_t n = chain->count;
+    if (n > max - at) n = max - at;
+    uint32_t keep = *depth - at; // executor frames and their callers, moved rootwards
+    if (keep > max - at - n) keep = max - at - n;
+    for (uint32_t i = keep; i-- > 0;) pcs[at + n + i] = pcs[at + i];
+    for (uint32_t i = 0; i < n; i++) pcs[at + i] = chain->pcs[i];
+    *depth = at + n + keep;
+}
