@@ -79,11 +79,14 @@ uint32_t cpprof_async_chain(uint64_t context, int32_t reader, uint64_t *pcs, uin
         if (ctx < 4096 || (ctx & (sizeof(uintptr_t) - 1)) != 0) break;
         uintptr_t words[2];
         int ok = reader == CPPROF_ASYNC_READ_SYSCALL ? read_syscall(ctx, words) : read_snapshot(ctx, words);
+        if (!ok && reader == CPPROF_ASYNC_READ_SNAPSHOT_THEN_SYSCALL) ok = read_syscall(ctx, words);
         if (!ok) break;
         uintptr_t parent = words[0], resume = words[1];
         if (parent == 0) { cut = 0; break; } // the task's root: its resume function completes the task
-        if (!cpprof_stackmap_is_code(resume)) {
-            // Code mapped after the snapshot (dlopen) looks like garbage until the next one.
+        // Code mapped after the snapshot (dlopen) looks like garbage until the
+        // next one. The resume address is only reported, never read: the
+        // syscall readers, which cannot fault, keep it unchecked then.
+        if (!cpprof_stackmap_is_code(resume) && (reader == CPPROF_ASYNC_READ_SNAPSHOT || resume < 4096)) {
             atomic_fetch_add_explicit(&st_snapshot_miss, 1, memory_order_relaxed);
             break;
         }

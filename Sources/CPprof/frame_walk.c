@@ -7,7 +7,7 @@
 #include "internal.h"
 
 uint32_t cpprof_walk_frames_async(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
-                                  uint64_t *pcs, uint32_t max, cpprof_async_capture *capture) {
+                                  uint64_t *pcs, uint32_t max, int32_t reader, cpprof_async_capture *capture) {
     if (capture != NULL) capture->count = 0;
     if (max == 0) return 0;
     uint32_t depth = 0;
@@ -27,7 +27,7 @@ uint32_t cpprof_walk_frames_async(uintptr_t pc, uintptr_t fp, uintptr_t sp, uint
         // The async function's context is stored just below its frame record
         // (x86_64 r14, arm64 x22), inside the part of the stack proven above.
         if (cpprof_async_is_executor(ret) && fp - low >= sizeof(uintptr_t)) {
-            uint32_t added = cpprof_async_chain(frame[-1], CPPROF_ASYNC_READ_SNAPSHOT, pcs + depth, max - depth);
+            uint32_t added = cpprof_async_chain(frame[-1], reader, pcs + depth, max - depth);
             if (capture != NULL && capture->count == 0 && added > 0) {
                 for (uint32_t i = 0; i < added && i < CPPROF_ASYNC_MAX_DEPTH; i++) capture->pcs[i] = pcs[depth + i];
                 capture->count = added < CPPROF_ASYNC_MAX_DEPTH ? added : CPPROF_ASYNC_MAX_DEPTH;
@@ -46,7 +46,7 @@ uint32_t cpprof_walk_frames_async(uintptr_t pc, uintptr_t fp, uintptr_t sp, uint
 
 uint32_t cpprof_walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
                             uint64_t *pcs, uint32_t max) {
-    return cpprof_walk_frames_async(pc, fp, sp, stack_end, pcs, max, NULL);
+    return cpprof_walk_frames_async(pc, fp, sp, stack_end, pcs, max, CPPROF_ASYNC_READ_SNAPSHOT, NULL);
 }
 
 uint32_t cpprof_walk_frames_for_testing(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,

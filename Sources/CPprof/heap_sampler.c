@@ -88,8 +88,10 @@ void cpprof_heap_record_alloc(void *ptr, size_t size, uintptr_t ret, uintptr_t f
     if (frame != 0 && cpprof_thread_stack_end(frame, &end) && frame + 2 * sizeof(uintptr_t) <= end) {
         // frame[0]: the caller's frame pointer; frame[1] is `ret` itself.
         uintptr_t caller_fp = ((const uintptr_t *)frame)[0];
-        depth = cpprof_walk_frames(ret, caller_fp, frame + 2 * sizeof(uintptr_t), end, pcs,
-                                   CPPROF_HEAP_MAX_DEPTH);
+        // Not a signal handler: async contexts in memory mapped since the
+        // stack map's snapshot are read with process_vm_readv.
+        depth = cpprof_walk_frames_async(ret, caller_fp, frame + 2 * sizeof(uintptr_t), end, pcs,
+                                         CPPROF_HEAP_MAX_DEPTH, CPPROF_ASYNC_READ_SNAPSHOT_THEN_SYSCALL, NULL);
     } else {
         pcs[0] = ret;
         depth = 1;

@@ -71,10 +71,11 @@ void cpprof_async_splice(uint64_t *pcs, uint32_t *depth, uint32_t max, const cpp
 // frame inserted after it (async_walk.c). Returns the depth. Async-signal-safe.
 uint32_t cpprof_walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
                             uint64_t *pcs, uint32_t max);
-// The same walk; `capture`, if not NULL, receives the first async chain met
-// (count 0 if none). For the thread-dump handler.
+// The same walk, reading contexts with `reader` (cpprof_async_reader;
+// cpprof_walk_frames: the snapshot). `capture`, if not NULL, receives the
+// first async chain met (count 0 if none), for the thread-dump handler.
 uint32_t cpprof_walk_frames_async(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
-                                  uint64_t *pcs, uint32_t max, cpprof_async_capture *capture);
+                                  uint64_t *pcs, uint32_t max, int32_t reader, cpprof_async_capture *capture);
 
 // --- remote_unwind.c: unwinding a copied stack outside any signal handler ---
 // Registers in DWARF / libunwind numbering (x86_64): rax rdx rcx rbx rsi rdi

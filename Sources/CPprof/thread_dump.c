@@ -152,7 +152,7 @@ static void capture_context(dump_slot *s, const ucontext_t *uc) {
     }
     // Contexts are reused once the task moves on: the chain is read now.
     cpprof_walk_frames_async((uintptr_t)g[REG_RIP], (uintptr_t)g[REG_RBP], sp, sp + len, s->walk,
-                             CPPROF_THREAD_MAX_FRAMES, &s->async);
+                             CPPROF_THREAD_MAX_FRAMES, CPPROF_ASYNC_READ_SNAPSHOT, &s->async);
     s->stack_addr = sp;
     s->stack_len = len;
 }

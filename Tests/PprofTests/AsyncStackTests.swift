@@ -56,6 +56,8 @@ actor AsyncHopActor {
     w.leafRuns.add(1, ordering: .relaxed)
 }
 
+/// The line of the await in asyncMiddleLayer, where its resume point maps.
+let asyncMiddleAwaitLine = #line + 2
 @inline(never) func asyncMiddleLayer(_ w: AsyncWorkload) async {
     await asyncLeafWork(w)
 }
@@ -104,15 +106,19 @@ func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async t
 extension CPUSamplingTests {
     @Suite("Async call stacks", .serialized)
     struct AsyncStackTests {
-        @Test("a CPU profile shows the async leaf under every awaiting caller, in order")
+        @Test("a CPU profile shows the async leaf under every awaiting caller, in order, at the await's line")
         func cpuProfileShowsAwaitingCallers() async throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
             let workload = AsyncWorkload()
             let tasks = workload.start()
-            let url = "\(server.baseURL!)/debug/pprof/profile?seconds=3"
-            let output = try await offThePool { try GoPprof.run(["-traces", url]) }
+            let port = server.port!
+            let response = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=3") }
             await workload.stop(tasks)
+            #expect(response.status == 200)
+            let file = try GoPprof.temporaryFile(response.body, name: "async-cpu")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let output = try GoPprof.run(["-traces", file])
             var leafSamples = 0, withChain = 0
             var kinds: [String: Int] = [:]
             for trace in GoPprof.parseTraces(output) where trace.functions.first?.contains("asyncSpin") == true {
@@ -123,16 +129,109 @@ extension CPUSamplingTests {
                     kinds[kind, default: 0] += n
                 }
             }
-            if ProcessInfo.processInfo.environment["ASYNC_DEBUG"] != nil { print(output.prefix(5000)); print(kinds, withChain, leafSamples) }
             #expect(leafSamples >= 30, "too few leaf samples (\(leafSamples)):\n\(output.prefix(3000))")
             #expect(Double(withChain) >= 0.9 * Double(leafSamples),
                     "\(withChain) of \(leafSamples) leaf samples show the whole chain:\n\(output.prefix(6000))")
             for kind in asyncExpectedChains.keys {
                 #expect(kinds[kind, default: 0] > 0, "no sample through the \(kind) task: \(kinds)")
             }
-            // Resume functions read as the function they resume into.
+            // Resume functions read as the function they resume into...
             #expect(!output.contains("resume partial function"), "\(output.prefix(3000))")
             #expect(output.contains("async_chains="), "the profile's comments lack the chain counters")
+            // ...at the line of the await they resume after (pprof looks up
+            // return addresses minus one: the walk reports resume + 1).
+            let lines = try GoPprof.run(["-traces", "-lines", file])
+            let middle = lines.split(separator: "\n").filter { $0.contains("asyncMiddleLayer") }
+            #expect(!middle.isEmpty && middle.allSatisfy { $0.contains("AsyncStackTests.swift:\(asyncMiddleAwaitLine)") },
+                    "asyncMiddleLayer frames: \(Set(middle.map { $0.trimmingCharacters(in: .whitespaces) }))")
+        }
+
+        @Test("a thread dump of a pool thread running the task shows the chain")
+        func threadDumpShowsChain() async throws {
+            let workload = AsyncWorkload()
+            let tasks = workload.start()
+            var found: [String] = []
+            // The dump catches a pool thread inside asyncSpin most of the time; retry a few times.
+            for _ in 0..<20 where found.isEmpty {
+                let threads = try await offThePool { ThreadDumper.dump() }
+                for thread in threads where found.isEmpty {
+                    let names = thread.stack.enumerated().map { i, pc in
+                        Symbolizer.shared.frames(at: i == 0 ? pc : pc &- 1).last?.function ?? ""
+                    }
+                    if names.first?.contains("asyncSpin") == true || names.prefix(3).contains(where: { $0.contains("asyncSpin") }) {
+                        found = names
+                    }
+                }
+            }
+            await workload.stop(tasks)
+            #expect(!found.isEmpty, "no dump caught a pool thread in asyncSpin")
+            if !found.isEmpty {
+                let fromLeaf = Array(found.drop { !$0.contains("asyncSpin") })
+                #expect(asyncChainKind(fromLeaf) != nil, "dumped stack: \(found)")
+            }
+        }
+
+        @Test("goroutine?debug=2 shows the awaiting callers of a running task")
+        func goroutineDebug2ShowsChain() async throws {
+            let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+            defer { server.stop() }
+            let workload = AsyncWorkload()
+            let tasks = workload.start()
+            let port = server.port!
+            var text = ""
+            for _ in 0..<20 where !text.contains("asyncSpin") {
+                let r = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/goroutine?debug=2") }
+                text = String(decoding: r.body, as: UTF8.self)
+            }
+            await workload.stop(tasks)
+            let block = text.components(separatedBy: "\n\n").first { $0.contains("asyncSpin") } ?? ""
+            let functions = block.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("\t") }
+            #expect(asyncChainKind(Array(functions.drop { !$0.contains("asyncSpin") })) != nil,
+                    "no goroutine block shows the chain:\n\(block)")
+        }
+    }
+}
+
+@inline(never) func asyncHeapLeaf(count: Int) async -> [UnsafeMutableRawPointer] {
+    (0..<count).map { _ in blackHoleAllocation(malloc(4096)!) }
+}
+
+@inline(never) func asyncHeapMiddle(count: Int) async -> [UnsafeMutableRawPointer] {
+    await asyncHeapLeaf(count: count)
+}
+
+@inline(never) func asyncHeapEntry(count: Int) async -> [UnsafeMutableRawPointer] {
+    await asyncHeapMiddle(count: count)
+}
+
+/// Keeps raw pointers across a task boundary.
+struct AsyncPointers: @unchecked Sendable { var pointers: [UnsafeMutableRawPointer] }
+
+extension HeapSamplingTests {
+    @Suite("Async call stacks in heap profiles", .serialized,
+           .enabled(if: PprofServer.isHeapProfilingAvailable, "heap profiling is not available in this build"))
+    struct AsyncHeapTests {
+        @Test("an allocation made in async code is profiled under its awaiting callers")
+        func heapProfileShowsAwaitingCallers() async throws {
+            let saved = PprofServer.memoryProfileRate
+            PprofServer.memoryProfileRate = 64 * 1024
+            defer { PprofServer.memoryProfileRate = saved }
+            let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+            defer { server.stop() }
+            let kept = await Task.detached { AsyncPointers(pointers: await asyncHeapEntry(count: 8192)) }.value // 32 MiB
+            defer { kept.pointers.forEach { free($0) } }
+            let url = "\(server.baseURL!)/debug/pprof/heap"
+            let output = try await offThePool { try GoPprof.run(["-traces", "-sample_index=inuse_space", url]) }
+            var leaf = 0, chained = 0
+            for trace in GoPprof.parseTraces(output) {
+                guard let i = trace.functions.firstIndex(where: { $0.contains("asyncHeapLeaf") }) else { continue }
+                leaf += 1
+                let rest = trace.functions[i...]
+                if let m = rest.firstIndex(where: { $0.contains("asyncHeapMiddle") }),
+                   trace.functions[m...].contains(where: { $0.contains("asyncHeapEntry") }) { chained += 1 }
+            }
+            #expect(leaf > 0, "no sample in asyncHeapLeaf:\n\(output.prefix(3000))")
+            #expect(chained == leaf, "\(chained) of \(leaf) stacks show asyncHeapMiddle then asyncHeapEntry:\n\(output.prefix(4000))")
         }
     }
 }

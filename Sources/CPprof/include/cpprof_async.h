@@ -36,6 +36,9 @@ typedef enum cpprof_async_reader {
     /// process_vm_readv on the own process: a bad address fails the read
     /// instead of faulting. Slow (a system call per level): outside handlers.
     CPPROF_ASYNC_READ_SYSCALL = 1,
+    /// The snapshot, and process_vm_readv where it has no answer (memory
+    /// mapped since): for the allocator hook, which is not a signal handler.
+    CPPROF_ASYNC_READ_SNAPSHOT_THEN_SYSCALL = 2,
 } cpprof_async_reader;
 
 /// Adds [start, end) (runtime addresses) to the job-running functions: a

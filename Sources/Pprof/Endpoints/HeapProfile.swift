@@ -93,6 +93,7 @@ struct HeapProfile: NamedProfile {
         }
         var lines = ["swift-pprof: rate=\(s.rate) sampled_allocs=\(s.sampledAllocs) sampled_frees=\(s.sampledFrees) live_samples=\(s.liveSamples) stacks=\(s.stacks) profiler_memory_bytes=\(s.memoryBytes)",
                      "swift-pprof: dropped_live_table_full=\(s.droppedLiveTableFull) dropped_stack_table_full=\(s.droppedStackTableFull) dropped_no_memory=\(s.droppedNoMemory) leaf_only=\(s.stackUnbounded)"]
+        lines.append(AsyncStacks.lifetimeComment())
         if !s.isInterposed {
             lines.append("swift-pprof: malloc is not interposed in this process (another allocator wins); no allocations are sampled")
         }

@@ -49,6 +49,11 @@ enum AsyncStacks {
         return s
     }
 
+    /// The chain counters since the process started (heap profiles span its life).
+    static func lifetimeComment() -> String {
+        comment(from: cpprof_async_stats(), to: stats())
+    }
+
     /// The comment a profile carries about the chains followed between two
     /// readings of `stats()`.
     static func comment(from then: cpprof_async_stats, to now: cpprof_async_stats) -> String {
