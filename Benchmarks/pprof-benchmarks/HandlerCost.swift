@@ -1,5 +1,7 @@
 import CPprof
+import Dispatch
 import Glibc
+import Pprof
 
 /// `handler-cost`: the SIGPROF handler's recording path, per sample.
 enum HandlerCost {
@@ -32,7 +34,46 @@ enum HandlerCost {
                                           signal.distribution.quantile(0.99), Double(signal.samples),
                                           Double(signal.result.depth_min), Double(signal.result.depth_max),
                                           Double(signal.result.dropped)])
+
+        // The same direct calls from inside an async task, below `asyncLevels`
+        // awaiting async callers: the walk meets the executor boundary and
+        // follows the context chain. The physical stack is kept at the size
+        // of the runs above (the executor's frames count against `depth`).
+        let async = measureInTask(options, batches: options.batches)
+        report("direct call of the handler in an async task, \(asyncLevels) awaiting callers", async, options)
+        summary.record("handler.async", [async.distribution.median, async.distribution.quantile(0.9),
+                                         async.distribution.quantile(0.99), Double(async.samples),
+                                         Double(async.result.depth_min), Double(async.result.depth_max),
+                                         Double(async.result.dropped)])
         summary.write()
+    }
+
+    static let asyncLevels = 10
+    /// Frames the executor adds below an async task's running function
+    /// (runJob, swift_job_run, three of libdispatch's, the thread start).
+    static let executorFrames = 7
+
+    private final class Result: @unchecked Sendable { var measurement: Measurement? }
+
+    private static func measureInTask(_ options: Options, batches: Int) -> Measurement {
+        _ = PprofHandler() // publishes the executor's address range, as a server does
+        var inner = options
+        inner.depth = max(1, options.depth - executorFrames)
+        let result = Result()
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            result.measurement = await awaitingCallers(asyncLevels) { measure(direct: true, inner, batches: batches) }
+            done.signal()
+        }
+        done.wait()
+        return result.measurement!
+    }
+
+    /// `levels` nested async calls, then `body` in the innermost one.
+    @inline(never)
+    private static func awaitingCallers(_ levels: Int, _ body: () -> Measurement) async -> Measurement {
+        if levels <= 1 { return body() }
+        return await awaitingCallers(levels - 1, body)
     }
 
     struct Measurement {

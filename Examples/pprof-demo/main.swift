@@ -95,8 +95,9 @@ if let httpAddress {
 }
 LoadGenerator.startBackgroundThreads()
 LoadGenerator.start(threads: loadThreads)
+if loadThreads > 0 { AsyncRoutes.startLoad(tasks: 2) } // async clients of GET /quote
 
-var banner = "pprof-demo is running: \(loadThreads) load threads call its API"
+var banner = "pprof-demo is running: \(loadThreads) load threads call its API" + (loadThreads > 0 ? ", 2 tasks its async GET /quote" : "")
 banner += httpAddress.map { ", also served on http://\($0)/" } ?? ""
 banner += ".\n\n"
 if let server, let base = server.baseURL {
@@ -104,6 +105,7 @@ if let server, let base = server.baseURL {
     banner += """
         Within a minute, look at it with:
           go tool pprof -top '\(base)/debug/pprof/profile?seconds=10'      # CPU: JSON, SHA-256, sorting
+          go tool pprof -traces -focus=applyDiscounts '\(base)/debug/pprof/profile?seconds=5'  # async: the awaiting callers
           go tool pprof -top -cum -sample_index=inuse_space \(base)/debug/pprof/heap     # the session cache
           go tool pprof -top -cum -sample_index=alloc_space \(base)/debug/pprof/allocs   # allocation churn
           curl '\(base)/debug/pprof/goroutine?debug=2'     # every thread: blocked on a pipe, a condition, a lock

@@ -46,13 +46,28 @@ uint32_t cpprof_async_executor_range_count(void) {
     return atomic_load_explicit(&cpprof_async_executor_count, memory_order_acquire);
 }
 
+// The snapshot pinned for one chain, the writable region last proven, where
+// the next context usually is (the task allocator's slab), and the
+// executable one, where the next resume function usually is.
+typedef struct snapshot_reader {
+    const cpprof_stackmap *map;
+    uintptr_t start, end;
+    uintptr_t code_start, code_end;
+} snapshot_reader;
+
+static int is_code(snapshot_reader *r, uintptr_t addr) {
+    if (addr >= r->code_start && addr < r->code_end) return 1;
+    return cpprof_stackmap_pinned_code(r->map, addr, &r->code_start, &r->code_end);
+}
+
 // Reads the context's Parent and ResumeParent if the snapshot proves them
 // mapped. Sanitizers are kept out: the words belong to the runtime's task
 // allocator, and a false chain may point anywhere the snapshot allows.
 __attribute__((no_sanitize("address", "thread", "memory")))
-static int read_snapshot(uintptr_t ctx, uintptr_t out[2]) {
-    uintptr_t end = 0;
-    if (!cpprof_stackmap_region_end(ctx, &end) || end - ctx < 2 * sizeof(uintptr_t)) {
+static int read_snapshot(snapshot_reader *r, uintptr_t ctx, uintptr_t out[2]) {
+    const size_t len = 2 * sizeof(uintptr_t);
+    int cached = ctx >= r->start && ctx < r->end && r->end - ctx >= len;
+    if (!cached && !cpprof_stackmap_pinned_writable(r->map, ctx, len, &r->start, &r->end)) {
         atomic_fetch_add_explicit(&st_snapshot_miss, 1, memory_order_relaxed);
         return 0;
     }
@@ -75,10 +90,11 @@ uint32_t cpprof_async_chain(uint64_t context, int32_t reader, uint64_t *pcs, uin
     uint32_t depth = 0;
     uintptr_t ctx = (uintptr_t)context;
     int cut = 1;
+    snapshot_reader snap = {cpprof_stackmap_pin(), 0, 0, 0, 0};
     while (depth < max && depth < CPPROF_ASYNC_MAX_DEPTH) {
         if (ctx < 4096 || (ctx & (sizeof(uintptr_t) - 1)) != 0) break;
         uintptr_t words[2];
-        int ok = reader == CPPROF_ASYNC_READ_SYSCALL ? read_syscall(ctx, words) : read_snapshot(ctx, words);
+        int ok = reader == CPPROF_ASYNC_READ_SYSCALL ? read_syscall(ctx, words) : read_snapshot(&snap, ctx, words);
         if (!ok && reader == CPPROF_ASYNC_READ_SNAPSHOT_THEN_SYSCALL) ok = read_syscall(ctx, words);
         if (!ok) break;
         uintptr_t parent = words[0], resume = words[1];
@@ -86,7 +102,7 @@ uint32_t cpprof_async_chain(uint64_t context, int32_t reader, uint64_t *pcs, uin
         // Code mapped after the snapshot (dlopen) looks like garbage until the
         // next one. The resume address is only reported, never read: the
         // syscall readers, which cannot fault, keep it unchecked then.
-        if (!cpprof_stackmap_is_code(resume) && (reader == CPPROF_ASYNC_READ_SNAPSHOT || resume < 4096)) {
+        if (!is_code(&snap, resume) && (reader == CPPROF_ASYNC_READ_SNAPSHOT || resume < 4096)) {
             atomic_fetch_add_explicit(&st_snapshot_miss, 1, memory_order_relaxed);
             break;
         }
@@ -97,6 +113,7 @@ uint32_t cpprof_async_chain(uint64_t context, int32_t reader, uint64_t *pcs, uin
         pcs[depth++] = (uint64_t)resume + 1;
         ctx = parent;
     }
+    cpprof_stackmap_unpin();
     if (cut) atomic_fetch_add_explicit(&st_cut, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st_levels, depth, memory_order_relaxed);
     return depth;

@@ -26,8 +26,16 @@ void cpprof_stackmap_clear(void);     // not signal-safe
 void cpprof_stackmap_reset_after_fork(void); // in a fork child only
 // Finds the writable region holding `sp`; 1 and *end set if known. Async-signal-safe.
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end);
-// Whether `addr` lies in an executable region of the snapshot. Async-signal-safe.
-int cpprof_stackmap_is_code(uintptr_t addr);
+// A run of lookups under one reader count (async-signal-safe): pin, look
+// up, unpin. The pinned snapshot (NULL if none) stays valid until unpinned.
+typedef struct cpprof_stackmap cpprof_stackmap;
+const cpprof_stackmap *cpprof_stackmap_pin(void);
+void cpprof_stackmap_unpin(void);
+// Whether [addr, addr + len) lies in one writable region; sets its bounds.
+int cpprof_stackmap_pinned_writable(const cpprof_stackmap *map, uintptr_t addr, size_t len,
+                                    uintptr_t *start, uintptr_t *end);
+// Whether addr lies in an executable region; sets its bounds.
+int cpprof_stackmap_pinned_code(const cpprof_stackmap *map, uintptr_t addr, uintptr_t *start, uintptr_t *end);
 extern _Atomic uint64_t cpprof_stackmap_leaks;
 
 // --- thread_stack.c: the calling thread's stack bounds ---

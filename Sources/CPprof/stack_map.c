@@ -117,12 +117,32 @@ int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end) {
     return r != NULL;
 }
 
-int cpprof_stackmap_is_code(uintptr_t addr) {
+const cpprof_stackmap *cpprof_stackmap_pin(void) {
     atomic_fetch_add(&readers, 1);
-    const stackmap *map = atomic_load(&current);
-    int found = map != NULL && find(map->regions + map->count, map->code_count, addr) != NULL;
+    return (const cpprof_stackmap *)atomic_load(&current);
+}
+
+void cpprof_stackmap_unpin(void) {
     atomic_fetch_sub(&readers, 1);
-    return found;
+}
+
+int cpprof_stackmap_pinned_writable(const cpprof_stackmap *pinned, uintptr_t addr, size_t len,
+                                    uintptr_t *start, uintptr_t *end) {
+    const stackmap *map = (const stackmap *)pinned;
+    const region *r = map ? find(map->regions, map->count, addr) : NULL;
+    if (r == NULL || r->end - addr < len) return 0;
+    *start = r->start;
+    *end = r->end;
+    return 1;
+}
+
+int cpprof_stackmap_pinned_code(const cpprof_stackmap *pinned, uintptr_t addr, uintptr_t *start, uintptr_t *end) {
+    const stackmap *map = (const stackmap *)pinned;
+    const region *r = map ? find(map->regions + map->count, map->code_count, addr) : NULL;
+    if (r == NULL) return 0;
+    *start = r->start;
+    *end = r->end;
+    return 1;
 }
 
 void cpprof_stackmap_reset_after_fork(void) {

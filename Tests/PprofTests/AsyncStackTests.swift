@@ -113,7 +113,7 @@ extension CPUSamplingTests {
             let workload = AsyncWorkload()
             let tasks = workload.start()
             let port = server.port!
-            let response = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=3") }
+            let response = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=5") }
             await workload.stop(tasks)
             #expect(response.status == 200)
             let file = try GoPprof.temporaryFile(response.body, name: "async-cpu")
@@ -129,7 +129,7 @@ extension CPUSamplingTests {
                     kinds[kind, default: 0] += n
                 }
             }
-            #expect(leafSamples >= 30, "too few leaf samples (\(leafSamples)):\n\(output.prefix(3000))")
+            #expect(leafSamples >= 20, "too few leaf samples (\(leafSamples)):\n\(output.prefix(3000))")
             #expect(Double(withChain) >= 0.9 * Double(leafSamples),
                     "\(withChain) of \(leafSamples) leaf samples show the whole chain:\n\(output.prefix(6000))")
             for kind in asyncExpectedChains.keys {
@@ -171,6 +171,26 @@ extension CPUSamplingTests {
             }
         }
 
+        @Test("thousands of short tasks while sampling at 1000 Hz and dumping repeatedly: no crash, no hang")
+        func churnOfShortTasks() async throws {
+            let state = AsyncChurnState()
+            let before = AsyncStacks.stats()
+            let spawner = Task.detached { await state.spawnUntilStopped() }
+            let dumper = Task.detached { try await offThePool { state.dumpUntilStopped() } }
+            let profile = try await offThePool { try faultCPUProfile(seconds: 3, hz: 1000) }
+            state.stop.store(true, ordering: .relaxed)
+            await spawner.value
+            let dumps = try await dumper.value
+            let after = AsyncStacks.stats()
+            let finished = state.finished.load(ordering: .relaxed)
+            #expect(finished >= 1000, "only \(finished) tasks finished")
+            #expect(dumps >= 3, "only \(dumps) dumps")
+            #expect(profile.totalSamples > 0)
+            #expect(after.chains > before.chains, "no async chain was followed")
+            print("async churn: \(finished) tasks, \(dumps) dumps, \(profile.totalSamples) samples, "
+                  + "\(after.chains &- before.chains) chains (\(after.cut &- before.cut) cut)")
+        }
+
         @Test("goroutine?debug=2 shows the awaiting callers of a running task")
         func goroutineDebug2ShowsChain() async throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
@@ -189,6 +209,50 @@ extension CPUSamplingTests {
             #expect(asyncChainKind(Array(functions.drop { !$0.contains("asyncSpin") })) != nil,
                     "no goroutine block shows the chain:\n\(block)")
         }
+    }
+}
+
+@inline(never) func asyncChurnInner(_ seed: UInt64) async -> UInt64 {
+    var x = seed | 1
+    for i in 0..<5_000 { x = x &* 6364136223846793005 &+ UInt64(i) }
+    return x &+ UInt64([x, seed].count)
+}
+
+@inline(never) func asyncChurnOuter(_ seed: UInt64) async -> UInt64 {
+    await asyncChurnInner(seed) ^ (await asyncChurnInner(seed &+ 1))
+}
+
+/// Short tasks, created and finished in rounds, and thread dumps, until stopped.
+final class AsyncChurnState: Sendable {
+    let stop = Atomic<Bool>(false)
+    let finished = Atomic<Int>(0)
+    let sink = Atomic<UInt64>(0)
+
+    func spawnUntilStopped() async {
+        var round: UInt64 = 0
+        while !stop.load(ordering: .relaxed) {
+            round += 1
+            let base = round &* 64
+            await withTaskGroup(of: UInt64.self) { group in
+                for i in 0..<32 { group.addTask { await asyncChurnOuter(base &+ UInt64(i)) } }
+                for await value in group {
+                    sink.wrappingAdd(value, ordering: .relaxed)
+                    finished.add(1, ordering: .relaxed)
+                }
+            }
+            let plain = Task { await asyncChurnOuter(base) }
+            sink.wrappingAdd(await plain.value, ordering: .relaxed)
+            finished.add(1, ordering: .relaxed)
+        }
+    }
+
+    func dumpUntilStopped() -> Int {
+        var dumps = 0
+        while !stop.load(ordering: .relaxed) {
+            if !ThreadDumper.dump(deadlineMilliseconds: 200).isEmpty { dumps += 1 }
+            usleep(10_000)
+        }
+        return dumps
     }
 }
 

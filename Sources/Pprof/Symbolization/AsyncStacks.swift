@@ -23,9 +23,10 @@ enum AsyncStacks {
     @discardableResult
     static func prepare(symbols: Symbolizer = .shared) -> Bool {
         if published.load(ordering: .acquiring) { return true }
-        let ranges = symbols.functionRanges(named: executorSymbol) { object in
-            object.isMainProgram || object.name.hasSuffix("/libswift_Concurrency.so")
-        }
+        // The shared runtime first; the executable (static stdlib) only
+        // without it, since its symbol table can be large.
+        var ranges = symbols.functionRanges(named: executorSymbol) { $0.name.hasSuffix("/libswift_Concurrency.so") }
+        if ranges.isEmpty { ranges = symbols.functionRanges(named: executorSymbol) { $0.isMainProgram } }
         for range in ranges { _ = cpprof_async_add_executor_range(range.lowerBound, range.upperBound) }
         let ok = cpprof_async_executor_range_count() > 0
         if ok {
