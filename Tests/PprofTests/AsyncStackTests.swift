@@ -300,6 +300,17 @@ extension HeapSamplingTests {
     }
 }
 
+@Suite struct AsyncNameTests {
+    @Test("resume partial functions read as the function they belong to; other names are untouched")
+    func logicalNames() {
+        #expect(logicalAsyncName("(1) await resume partial function for App.middleLayer() async -> ()") == "App.middleLayer() async -> ()")
+        #expect(logicalAsyncName("(12) suspend resume partial function for closure #1 in f()") == "closure #1 in f()")
+        for unchanged in ["(x) await resume partial function for f()", "App.f() -> ()", "(1) something else", "(1"] {
+            #expect(logicalAsyncName(unchanged) == unchanged)
+        }
+    }
+}
+
 /// pprof's duration text ("2.62s", "110ms", "40us", "7ns") in nanoseconds; 0 if not one.
 func nanosecondsOf(_ text: String) -> Double {
     for (suffix, scale) in [("ms", 1e6), ("us", 1e3), ("ns", 1.0), ("s", 1e9)] where text.hasSuffix(suffix) {
