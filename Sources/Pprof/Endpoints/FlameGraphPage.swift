@@ -68,8 +68,8 @@ enum FlameGraphPage {
             <button id="load">Load</button>
             <input id="search" type="search" placeholder="search (regexp)">
             <span id="share"></span>
-            <span id="auth" hidden><input id="token" type="password" placeholder="bearer token" autocomplete="off">
-            <button id="useToken">Use token</button></span>
+            <form id="auth" hidden><input id="token" type="password" placeholder="bearer token" autocomplete="off">
+            <button>Use token</button></form>
             <span id="status">Pick a profile and press Load.</span>
             </header>
             <main><div id="flame"></div><table id="top"></table></main>
@@ -81,7 +81,7 @@ enum FlameGraphPage {
             const m = location.hash.match(/token=([^&]*)/);
             if (m) { token = decodeURIComponent(m[1]); sessionStorage.setItem("pprof-token", token);
               history.replaceState(null, "", location.pathname + location.search); }
-            const status = text => { $("status").textContent = text; };
+            const say = text => { $("status").textContent = text; };
 
             function fmt(v) {
               if (unit === "nanoseconds") return v >= 1e9 ? (v / 1e9).toFixed(2) + " s" : (v / 1e6).toFixed(1) + " ms";
@@ -94,17 +94,17 @@ enum FlameGraphPage {
               const path = $("profile").value;
               let url = path + "?format=json";
               if (path === "profile") url += "&seconds=" + encodeURIComponent($("seconds").value || "10");
-              status("Loading " + path + (path === "profile" ? " for " + $("seconds").value + " s" : "") + "…");
+              say("Loading " + path + (path === "profile" ? " for " + $("seconds").value + " s" : "") + "…");
               let r;
               try { r = await fetch(url, {headers: token ? {Authorization: "Bearer " + token} : {}, cache: "no-store"}); }
-              catch (e) { status("Request failed: " + e); return; }
-              if (r.status === 401) { $("auth").hidden = false; status("This server needs its bearer token."); return; }
-              if (!r.ok) { status("Error " + r.status + ": " + (await r.text())); return; }
+              catch (e) { say("Request failed: " + e); return; }
+              if (r.status === 401) { $("auth").hidden = false; say("This server needs its bearer token."); return; }
+              if (!r.ok) { say("Error " + r.status + ": " + (await r.text())); return; }
               data = await r.json();
               unit = data.sampleType.unit;
               root = tree(data); zoom = root;
-              status(path + ": " + data.sampleType.type + ", total " + fmt(root.total) + ", " + data.stacks.length + " stacks");
-              draw(); top(); search();
+              say(path + ": " + data.sampleType.type + ", total " + fmt(root.total) + ", " + data.stacks.length + " stacks");
+              draw(); topTable(); search();
             }
 
             function tree(d) {
@@ -152,7 +152,7 @@ enum FlameGraphPage {
               box.textContent = ""; box.appendChild(frag); box.style.height = ((deepest + 1) * ROW) + "px";
             }
 
-            function top() {
+            function topTable() {
               const self = new Map(), total = new Map();
               for (const s of data.stacks) {
                 if (s.value <= 0 || !s.frames.length) continue;
@@ -196,7 +196,9 @@ enum FlameGraphPage {
             $("load").addEventListener("click", load);
             $("search").addEventListener("input", search);
             $("profile").addEventListener("change", () => { $("secondsBox").hidden = $("profile").value !== "profile"; });
-            $("useToken").addEventListener("click", () => { token = $("token").value; sessionStorage.setItem("pprof-token", token); $("auth").hidden = true; load(); });
+            $("auth").addEventListener("submit", ev => {
+              ev.preventDefault(); token = $("token").value; sessionStorage.setItem("pprof-token", token); $("auth").hidden = true; load();
+            });
             addEventListener("resize", () => { if (root) draw(); });
             const q = new URLSearchParams(location.search);
             if (q.get("seconds")) $("seconds").value = q.get("seconds");

@@ -50,7 +50,7 @@ final class ShortNameCache: Sendable {
 
     func short(_ full: String) -> String {
         if let known = table.withLock({ $0[full] }) { return known }
-        let name = ShortName.of(full)
+        let name = CxxDemangle.demangled(full).map(ShortName.ofCxx) ?? ShortName.of(full)
         table.withLock { table in
             if table.count >= Self.limit { table.removeAll() }
             table[full] = name

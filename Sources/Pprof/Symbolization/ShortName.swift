@@ -30,6 +30,40 @@ enum ShortName {
         return capped(String(decoding: out, as: UTF8.self))
     }
 
+    /// The short form of a demangled C++ name: scopes and name, no template
+    /// arguments or parameter types: `swift::metadataimpl::ValueWitnesses::initializeWithTake()`.
+    static func ofCxx(_ full: String) -> String {
+        let s = Array(full.utf8)[...]
+        var out: [UInt8] = []
+        var i = s.startIndex
+        var braces = 0
+        while i < s.endIndex {
+            let c = s[i]
+            if c == UInt8(ascii: "{") { braces += 1 }
+            if c == UInt8(ascii: "}") { braces -= 1 }
+            if braces == 0, c == UInt8(ascii: "<"), !endsWithOperatorKeyword(s[..<i]) {
+                i = skipGroup(s, from: i)
+                continue
+            }
+            if braces == 0, c == UInt8(ascii: "("), !s[i...].starts(with: "(anonymous namespace)".utf8) {
+                out += "()".utf8
+                i = skipGroup(s, from: i)
+                // `::` after the parameters continues a local name (`f()::lambda`).
+                guard s[i...].starts(with: "::".utf8) else { break }
+                continue
+            }
+            out.append(c)
+            i += 1
+        }
+        return capped(String(decoding: out, as: UTF8.self))
+    }
+
+    private static func endsWithOperatorKeyword(_ s: ArraySlice<UInt8>) -> Bool {
+        var s = s
+        while s.last.map(isOperatorHead) == true { s = s.dropLast() }
+        return s.reversed().starts(with: "rotarepo".utf8)
+    }
+
     private static func capped(_ name: String) -> String {
         guard name.count > maxLength else { return name }
         return String(name.prefix(maxLength - 3)) + "..."
@@ -96,7 +130,9 @@ enum ShortName {
             || s.starts(with: "specialization".utf8) else { return nil }
         guard let open = find("specialization <", in: s) else { return nil }
         let angle = open + "specialization ".utf8.count
-        let end = skipGroup(s, from: angle)
+        // Only angle brackets count here: the demangler leaves the `[` of
+        // "Arg[4] = [Closure Propagated : …" unclosed.
+        let end = skipGroup(s, from: angle, anglesOnly: true)
         let rest = s[end...]
         guard rest.starts(with: " of ".utf8) else { return nil }
         return rest.dropFirst(4)
@@ -181,15 +217,17 @@ enum ShortName {
 
     /// The type a witness is for, without generic arguments or protocol.
     private static func conformingType(_ s: ArraySlice<UInt8>, into out: inout [UInt8]) {
+        var type: [UInt8] = []
         var i = s.startIndex
         while i < s.endIndex, !s[i...].starts(with: " : ".utf8) {
             if s[i] == UInt8(ascii: "<") {
-                i = skipGroup(s, from: i)
+                i = skipGroup(s, from: i) // generic arguments, and a leading `< where …>`
             } else {
-                out.append(s[i])
+                type.append(s[i])
                 i += 1
             }
         }
+        out += trimmed(type[...])
     }
 
     // MARK: - Cleaning
@@ -231,14 +269,15 @@ enum ShortName {
     /// The index just past the group opened at `start` (`(`, `[` or `<`),
     /// counting every kind of bracket; `->` is an arrow, not a bracket.
     /// Unbalanced input ends the group at the end.
-    private static func skipGroup(_ s: ArraySlice<UInt8>, from start: Int) -> Int {
+    private static func skipGroup(_ s: ArraySlice<UInt8>, from start: Int, anglesOnly: Bool = false) -> Int {
         var depth = 0
         var i = start
         while i < s.endIndex {
             let c = s[i]
-            if c == UInt8(ascii: "(") || c == UInt8(ascii: "[") || c == UInt8(ascii: "<") {
+            if c == UInt8(ascii: "<") || (!anglesOnly && (c == UInt8(ascii: "(") || c == UInt8(ascii: "["))) {
                 depth += 1
-            } else if c == UInt8(ascii: ")") || c == UInt8(ascii: "]") || (c == UInt8(ascii: ">") && !isArrow(s, i)) {
+            } else if (c == UInt8(ascii: ">") && !isArrow(s, i))
+                        || (!anglesOnly && (c == UInt8(ascii: ")") || c == UInt8(ascii: "]"))) {
                 depth -= 1
                 if depth <= 0 { return i + 1 }
             }
