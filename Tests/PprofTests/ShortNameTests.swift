@@ -33,9 +33,9 @@ struct ShortNameTests {
         ("$sSayxSicig", "Swift.Array.subscript.getter"),
         ("$sSi1poiyS2i_SitFZ", "Swift.Int.+ infix(_:_:)"),
         ("$sSD4KeysV8IteratorVyxq___GStsSt4next7ElementQzSgyFTW",
-         "protocol witness for Swift.IteratorProtocol.next() in Swift.Dictionary.Keys.Iterator"),
+         "protocol witness for Swift.Dictionary.Keys.Iterator.next()"),
         ("$sSnyxGSlsSxRzSZ6StrideRpzrlSl9formIndex5aftery0C0Qzz_tFTW",
-         "protocol witness for Swift.Collection.formIndex(after:) in Swift.Range"),
+         "protocol witness for Swift.Range.formIndex(after:)"),
         // Async resume points stand for the function they resume into.
         ("$sScTss5NeverORszABRs_rlE5sleep11nanosecondsys6UInt64V_tYaKFZTQ1_", "Swift.Task.sleep(nanoseconds:)"),
         ("$sScTss5NeverORszABRs_rlE5sleep5until9tolerance5clocky7InstantQyd___8DurationQyd__Sgqd__tYaKs5ClockRd__lFZTQ0_",

@@ -59,7 +59,8 @@ enum FlameGraphPage {
             #tip{position:fixed;pointer-events:none;background:#fffbe6;border:1px solid #bba;padding:4px 6px;max-width:60em;
                  white-space:pre-wrap;font-size:12px;display:none;z-index:2}
             table{border-collapse:collapse;font-size:12px;flex:0 0 auto;max-width:40em}
-            td,th{padding:2px 6px;text-align:right;border-bottom:1px solid #eee}td.n,th.n{text-align:left;word-break:break-all}
+            td,th{padding:2px 6px;text-align:right;border-bottom:1px solid #eee;white-space:nowrap}
+            td.n,th.n{text-align:left;white-space:normal;word-break:break-all}
             tr.row{cursor:pointer}tr.row:hover{background:#f0f0ff}
             </style></head><body>
             <header>

@@ -3,19 +3,49 @@ import Synchronization
 /// Which names the endpoints give functions: short ones by default (see
 /// `ShortName`), the full demangled ones when the configuration or the
 /// request (`names=full`) asks. The mangled symbol stays in `systemName`.
+/// An address no symbol names gets the name of the file it lies in,
+/// `[libc.so.6]`, rather than nothing.
 struct FunctionNames<Base: SymbolSource>: SymbolSource {
     let base: Base
     let full: Bool
+    private let mappings = MappingsOnce()
 
-    func executableMappings() -> [ExecutableMapping] { base.executableMappings() }
+    init(base: Base, full: Bool) {
+        self.base = base
+        self.full = full
+    }
+
+    func executableMappings() -> [ExecutableMapping] { mappings.get(base) }
 
     func frames(at address: UInt64) -> [SymbolizedFrame] {
-        full ? base.frames(at: address) : ShortNameCache.shared.shortened(base.frames(at: address))
+        named(address, base.frames(at: address))
     }
 
     func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
-        let table = base.frames(at: addresses)
-        return full ? table : table.mapValues(ShortNameCache.shared.shortened)
+        var table = base.frames(at: addresses)
+        for (address, frames) in table { table[address] = named(address, frames) }
+        return table
+    }
+
+    private func named(_ address: UInt64, _ frames: [SymbolizedFrame]) -> [SymbolizedFrame] {
+        guard !frames.isEmpty else {
+            guard let mapping = mappings.get(base).first(where: { $0.start <= address && address < $0.limit }),
+                  let file = mapping.path.split(separator: "/").last else { return [] }
+            return [SymbolizedFrame(function: "[\(file)]", systemName: "", file: "", line: 0, entry: 0)]
+        }
+        return full ? frames : ShortNameCache.shared.shortened(frames)
+    }
+}
+
+/// The executable mappings, read once per request (from /proc/self/maps).
+private final class MappingsOnce: Sendable {
+    private let value = Mutex<[ExecutableMapping]?>(nil)
+
+    func get(_ source: some SymbolSource) -> [ExecutableMapping] {
+        if let known = value.withLock({ $0 }) { return known }
+        let mappings = source.executableMappings()
+        value.withLock { $0 = mappings }
+        return mappings
     }
 }
 

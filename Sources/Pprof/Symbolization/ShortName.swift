@@ -99,9 +99,13 @@ enum ShortName {
             out += "protocol witness for ".utf8
             let body = s.dropFirst("protocol witness for ".utf8.count)
             if let split = find(" in conformance ", in: body) {
-                entity(body[..<split], into: &out)
-                out += " in ".utf8
+                // `protocol witness for Type.requirement(labels:)`: the
+                // conforming type and the member, without the protocol.
+                var requirement: [UInt8] = []
+                entity(body[..<split], into: &requirement)
                 conformingType(body[(split + " in conformance ".utf8.count)...], into: &out)
+                out.append(UInt8(ascii: "."))
+                out += member(of: requirement[...])
             } else {
                 entity(body, into: &out)
             }
@@ -213,6 +217,22 @@ enum ShortName {
             out.append(UInt8(ascii: ":"))
         }
         out.append(UInt8(ascii: ")"))
+    }
+
+    /// `requirement(labels:)` of `Module.Protocol.requirement(labels:)`,
+    /// `subscript.getter` of `Module.Protocol.subscript.getter`.
+    private static func member(of entity: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        let name = entity[..<(entity.firstIndex(of: UInt8(ascii: "(")) ?? entity.endIndex)]
+        guard var dot = name.lastIndex(of: UInt8(ascii: ".")) else { return entity }
+        // An operator's own dots (`...<`), and an accessor's subject (`value.getter`).
+        while dot > name.startIndex, name[dot - 1] == UInt8(ascii: ".") { dot -= 1 }
+        let last = name[(dot + 1)...]
+        let accessors = ["getter", "setter", "modify", "read", "unsafeAddressor", "unsafeMutableAddressor", "willset", "didset"]
+        if accessors.contains(where: { last.elementsEqual($0.utf8) }),
+           let previous = name[..<dot].lastIndex(of: UInt8(ascii: ".")) {
+            return entity[(previous + 1)...]
+        }
+        return entity[(dot + 1)...]
     }
 
     /// The type a witness is for, without generic arguments or protocol.

@@ -195,10 +195,9 @@ private struct State {
     /// line table's file and line; each outer one the call site of the
     /// function it inlined.
     mutating func symbolize(_ address: UInt64, in object: LoadedObject) -> [SymbolizedFrame] {
-        guard let table = symbols(of: object), let symbol = table.lookup(address &- object.bias) else {
-            return [Self.libraryFrame(object)]
-        }
+        guard let table = symbols(of: object) else { return [] }
         let fileAddress = address &- object.bias
+        guard let symbol = table.lookup(fileAddress) else { return [] }
         let info = debugInfo(of: object, symbols: table)
         let location = info.lines.lookup(fileAddress)
         var file = location?.file ?? "", line = location?.line ?? 0
@@ -212,13 +211,6 @@ private struct State {
         frames.append(SymbolizedFrame(function: demangleSwiftSymbol(symbol.name), systemName: symbol.name,
                                       file: file, line: line, entry: symbol.address &+ object.bias))
         return frames
-    }
-
-    /// A frame no symbol names: `[libc.so.6]`, the library it is in (its
-    /// address stays on the profile's location).
-    static func libraryFrame(_ object: LoadedObject) -> SymbolizedFrame {
-        let file = object.name.split(separator: "/").last.map(String.init) ?? object.name
-        return SymbolizedFrame(function: "[\(file)]", systemName: "", file: "", line: 0, entry: 0)
     }
 
     /// Build id of a mapped file, read once per file version. Falls back to
