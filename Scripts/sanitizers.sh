@@ -31,7 +31,12 @@ sanitizers=("$@")
 #    profile, encoding included; instrumented, and waiting for the
 #    symbolizer while other tests load DWARF in it, the encoding alone can
 #    take longer (the cancellation itself is prompt).
+#  - FlameGraphPageTests/inBrowser: it checks the flame graph page's script in
+#    headless Chromium, a separate uninstrumented process; the library code
+#    it goes through is covered by the other page and format tests, and the
+#    browser adds half a minute to an instrumented run.
 common_skips=(
+    'FlameGraphPageTests/inBrowser'
     'SymbolizerTests/namesAnInternalSwiftFunction'
     'SymbolizerTests/resolvesFileAndLineOfASwiftFunction'
     'PprofHandlerCancellationTests/handlerCancellation'

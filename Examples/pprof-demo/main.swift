@@ -103,7 +103,9 @@ banner += ".\n\n"
 if let server, let base = server.baseURL {
     let auth = configuration?.bearerToken != nil ? "  (with PPROF_BEARER_TOKEN set, curl needs -H \"Authorization: Bearer $PPROF_BEARER_TOKEN\")\n\n" : "\n"
     banner += """
-        Within a minute, look at it with:
+        Within a minute, look at it in a browser (flame graph, no Go needed):
+          \(base)/debug/pprof/ui\(configuration?.bearerToken != nil ? "#token=<your PPROF_BEARER_TOKEN>" : "")
+        or with Go's tools:
           go tool pprof -top '\(base)/debug/pprof/profile?seconds=10'      # CPU: JSON, SHA-256, sorting
           go tool pprof -traces -focus=applyDiscounts '\(base)/debug/pprof/profile?seconds=5'  # async: the awaiting callers
           go tool pprof -top -cum -sample_index=inuse_space \(base)/debug/pprof/heap     # the session cache
@@ -117,6 +119,8 @@ if let server, let base = server.baseURL {
     banner += """
         pprof listens on unix:\(path). Look at it with:
           curl --unix-socket \(path) 'http://localhost/debug/pprof/goroutine?debug=2'
+          socat TCP-LISTEN:6060,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:\(path) &   # then open
+          http://127.0.0.1:6060/debug/pprof/ui
           curl --unix-socket \(path) -o cpu.pb.gz 'http://localhost/debug/pprof/profile?seconds=10' && go tool pprof -top cpu.pb.gz
 
         """

@@ -73,6 +73,11 @@ struct ProfileBuilder {
 
     var sampleCount: Int { samples.count }
 
+    /// The samples as added (identical ones summed), for the text formats.
+    var stacks: [(addresses: [UInt64], values: [Int64])] {
+        samples.map { (addresses: $0.key.addresses, values: $0.values) }
+    }
+
     /// Serializes the profile (uncompressed protobuf).
     func encode(symbols: some SymbolSource) -> [UInt8] {
         var strings = StringTable()

@@ -8,6 +8,7 @@ enum CPUProfileEndpoint {
         if seconds > settings.maxProfileSeconds {
             return .pprofError(400, "profile duration exceeds the server's maximum of \(settings.maxProfileSeconds) seconds")
         }
+        if let refusal = ProfileTextFormats.invalidFormat(request) { return refusal }
         let profile: CPUProfile
         do {
             profile = try CPUProfiler.shared.profile(seconds: seconds, hz: settings.cpuSamplingRate, isCancelled: isCancelled)
@@ -18,6 +19,9 @@ enum CPUProfileEndpoint {
             case EEXIST: return .pprofError(500, "Could not enable CPU profiling: another SIGPROF handler replaced the profiler's")
             default: return .pprofError(500, "Could not enable CPU profiling: the kernel refused the profiling timers")
             }
+        }
+        if let text = ProfileTextFormats.response(request, profile: profile.builder(), symbols: symbols) {
+            return text
         }
         do {
             return .profile(filename: "profile", try profile.builder().gzipped(symbols: symbols))

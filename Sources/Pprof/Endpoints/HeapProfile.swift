@@ -8,7 +8,7 @@ struct HeapProfile: NamedProfile {
 
     static let heap = HeapProfile(
         name: "heap",
-        description: "A sampling of memory allocations of live objects. You can specify the gc GET parameter to run GC before taking the heap sample.",
+        description: "A sampling of memory allocations of live objects. (Go's gc parameter is accepted and ignored: Swift frees memory when the last reference goes.)",
         defaultSampleType: nil)
     static let allocs = HeapProfile(
         name: "allocs", description: "A sampling of all past memory allocations", defaultSampleType: "alloc_space")

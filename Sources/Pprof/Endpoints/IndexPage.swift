@@ -31,7 +31,9 @@ enum IndexPage {
             """
         for e in sorted {
             let name = escape(e.name)
-            html += "<tr><td>\(e.count)</td><td><a href='\(name)?debug=1'>\(name)</a></td></tr>\n"
+            // The flame graph page is a page, not a profile: no debug=1.
+            let link = e.name == FlameGraphPage.name ? name : "\(name)?debug=1"
+            html += "<tr><td>\(e.count)</td><td><a href='\(link)'>\(name)</a></td></tr>\n"
         }
         html += """
             </table>

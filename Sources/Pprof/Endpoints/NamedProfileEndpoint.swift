@@ -10,6 +10,9 @@ enum NamedProfileEndpoint {
             return delta(request, profile: profile, rawSeconds: seconds, settings: settings, symbols: symbols,
                          isCancelled: isCancelled)
         }
+        if let text = ProfileTextFormats.response(request, profile: profile.collect().builder(), symbols: symbols) {
+            return text
+        }
         // `gc` is accepted and ignored: Swift frees memory when the last reference goes.
         let debug = goAtoiOrZero(request.queryValue("debug"))
         if debug != 0 {
@@ -37,6 +40,7 @@ enum NamedProfileEndpoint {
         if goAtoiOrZero(request.queryValue("debug")) != 0 {
             return .pprofError(400, "seconds and debug params are incompatible")
         }
+        if let refusal = ProfileTextFormats.invalidFormat(request) { return refusal }
         let before = profile.collect()
         let deadline = Clock.monotonicNanoseconds() + seconds * 1_000_000_000
         while true {
@@ -46,6 +50,9 @@ enum NamedProfileEndpoint {
             Clock.sleep(nanoseconds: min(deadline - now, 100_000_000))
         }
         let after = profile.collect()
+        if let text = ProfileTextFormats.response(request, profile: after.subtracting(before).builder(), symbols: symbols) {
+            return text
+        }
         do {
             // Go writes deltas with gzip's default level.
             let bytes = try Gzip.compress(after.subtracting(before).builder().encode(symbols: symbols), level: 6)

@@ -4,6 +4,8 @@ struct EndpointSettings: Sendable {
     var cpuSamplingRate: Int = 100
     /// Longest `seconds` a CPU or delta profile may ask for.
     var maxProfileSeconds: Int64 = 300
+    /// Full demangled function names instead of short ones (`names=full` per request).
+    var fullFunctionNames = false
 }
 
 /// Routes a request to the pprof endpoint that answers it, the way Go's
@@ -39,6 +41,7 @@ struct PprofEndpoints: Sendable {
         let name = String(path.dropFirst(Self.prefix.count))
 
         let isRead = request.method == "GET" || request.method == "HEAD"
+        let symbols = FunctionNames(symbols, settings: settings, request: request)
         if name == "symbol" {
             guard isRead || request.method == "POST" else { return .methodNotAllowed(allow: "GET, HEAD, POST") }
             return SymbolEndpoint.handle(request, symbols: symbols)
@@ -48,6 +51,8 @@ struct PprofEndpoints: Sendable {
         switch name {
         case "":
             return .html(IndexPage.render(indexEntries()))
+        case FlameGraphPage.name:
+            return FlameGraphPage.response()
         case "cmdline":
             return .text(CommandLineEndpoint.arguments())
         case "profile":
@@ -65,6 +70,7 @@ struct PprofEndpoints: Sendable {
         var entries = profiles.map { IndexPage.Entry(name: $0.name, count: $0.count(), description: $0.description) }
         entries.append(.init(name: "cmdline", count: 0, description: "The command line invocation of the current program"))
         entries.append(.init(name: "profile", count: 0, description: "CPU profile. You can specify the duration in the seconds GET parameter. After you get the profile file, use the go tool pprof command to investigate the profile."))
+        entries.append(.init(name: FlameGraphPage.name, count: 0, description: "Flame graph and top functions of any profile above, in the browser (no Go toolchain needed). Add format=folded (collapsed stacks) or format=json to a profile's URL for other tools."))
         entries.append(.init(name: "symbol", count: 0, description: "Maps given program counters to function names. Counters can be specified in a GET raw query or POST body, multiple counters are separated by '+'."))
         return entries
     }

@@ -21,6 +21,12 @@ extension PprofServer {
         public var maxProfileSeconds: Int
         /// Connections served at once; one more gets `503`.
         public var maxConnections: Int
+        /// Name functions by their full demangled Swift names (with types,
+        /// generic signatures and specialisation details) instead of short
+        /// ones such as `closure #1 in App.Handler.load(id:)`. A request can
+        /// also ask with `names=full` (or `names=short`). Either way each
+        /// function's pprof `system_name` is its mangled symbol.
+        public var fullFunctionNames = false
 
         /// Creates a configuration; every parameter has a default.
         ///

@@ -95,7 +95,9 @@ public struct PprofHandler: Sendable {
 
     /// The built-in server's entry point: authorization, then the endpoints.
     func handle(_ request: HTTPRequest, isCancelled: @escaping () -> Bool) -> HTTPResponse {
-        if let token = bearerToken, !BearerToken.authorizes(request.header("Authorization"), token: token) {
+        // The flame graph page holds no data; it sends the token on its own requests.
+        if let token = bearerToken, request.path != PprofEndpoints.prefix + FlameGraphPage.name,
+           !BearerToken.authorizes(request.header("Authorization"), token: token) {
             return BearerToken.challenge
         }
         return endpoints.handle(request, isCancelled: isCancelled)
@@ -117,6 +119,7 @@ private final class CancelFlag: Sendable {
 
 extension EndpointSettings {
     init(_ c: PprofServer.Configuration) {
-        self.init(cpuSamplingRate: c.cpuSamplingRate, maxProfileSeconds: Int64(c.maxProfileSeconds))
+        self.init(cpuSamplingRate: c.cpuSamplingRate, maxProfileSeconds: Int64(c.maxProfileSeconds),
+                  fullFunctionNames: c.fullFunctionNames)
     }
 }

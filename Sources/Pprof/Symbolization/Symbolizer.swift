@@ -107,6 +107,8 @@ private struct State {
     /// Line and inline tables, built from the same file on an object's
     /// first address; `DebugInfo.empty` where it has no DWARF.
     var debugInfo: [LoadedObject: DebugInfo] = [:]
+    /// Objects whose symbols came from a separate debug file.
+    var symbolsFromDebugFile: Set<LoadedObject> = []
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
@@ -159,11 +161,18 @@ private struct State {
         return table
     }
 
-    func loadSymbols(of object: LoadedObject) -> FunctionSymbolTable? {
+    mutating func loadSymbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let file = MappedFile(path: object.openPath), let elf = ELFImage(bytes: file.bytes) {
             // A file replaced on disk since it was loaded would give wrong names.
             let fileID = elf.buildID
             if object.buildID.isEmpty || fileID.isEmpty || fileID == object.buildID {
+                // Stripped (system libraries): the separate debug file's .symtab
+                // names the local functions .dynsym lacks (start_thread, clone3).
+                if !elf.hasFullSymbolTable,
+                   let debug = SeparateDebugFile(for: elf, path: object.name, buildID: object.buildID) {
+                    symbolsFromDebugFile.insert(object)
+                    return FunctionSymbolTable(image: debug.image, file: debug.file)
+                }
                 return FunctionSymbolTable(image: elf, file: file)
             }
         }
@@ -176,22 +185,23 @@ private struct State {
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
-        let info = DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
+        let info: DebugInfo
+        if symbolsFromDebugFile.contains(object) {
+            info = DebugInfo(image: symbols.image, inlinedFrames: false) ?? .empty
+        } else {
+            info = DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
+        }
         debugInfo[object] = info
         return info
     }
 
-    /// DWARF from a separate debug file, where distributions install them:
-    /// /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg). Used only
-    /// if its build id matches; files and lines only, no inlined frames.
+    /// DWARF from a separate debug file (`SeparateDebugFile`) of an image
+    /// that has its own .symtab; files and lines only, no inlined frames:
+    /// system libraries' .debug_info is large, and their inlining matters
+    /// little here.
     func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
-        let id = object.buildID.isEmpty ? image.buildID : object.buildID
-        guard id.utf8.count > 2 else { return nil }
-        let path = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
-        guard let file = MappedFile(path: path), let debug = ELFImage(bytes: file.bytes), debug.buildID == id else {
-            return nil
-        }
-        return withExtendedLifetime(file) { DebugInfo(image: debug, inlinedFrames: false) }
+        guard let debug = SeparateDebugFile(for: image, path: object.name, buildID: object.buildID) else { return nil }
+        return withExtendedLifetime(debug.file) { DebugInfo(image: debug.image, inlinedFrames: false) }
     }
 
     /// The physical function's frame, preceded by one frame per inlined call
