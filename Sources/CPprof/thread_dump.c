@@ -1,8 +1,11 @@
-// Thread dumps. The dumper queues SIGPROF (see ensure_signal) to every thread
-// listed in /proc/self/task; each thread's handler copies its registers and the top
-// of its own stack into a slot reserved for it, then marks the slot done.
-// The dumper waits with a deadline, gives up on threads that did not answer,
-// and unwinds the copies afterwards, outside any signal handler.
+// Thread dumps. For every thread listed in /proc/self/task: a thread blocked
+// in the kernel is left alone, its stack read from /proc and process_vm_readv
+// (proc_capture.c), so no sleep, poll or read of the app returns early; a
+// thread on a CPU is sent SIGPROF (see ensure_signal), and its handler copies
+// its registers and the top of its own stack into a slot reserved for it,
+// then marks the slot done. The dumper waits with a deadline, gives up on
+// threads that did not answer, and unwinds the copies afterwards, outside any
+// signal handler.
 //
 // Slots live in chunks that are mapped once and never unmapped, so a handler
 // that runs late (its thread was stuck when the dump ended) can only write
@@ -51,6 +54,7 @@ typedef struct dump_slot {
     uint64_t stack_addr;
     uint64_t stack_len;
     int64_t handler_ns;              // time the handler took
+    int only_sp_pc;                  // read from /proc: only rsp and rip known
     uint8_t *copy;                   // CPPROF_THREAD_STACK_COPY bytes, fixed
 } dump_slot;
 
@@ -63,10 +67,8 @@ static _Atomic(slot_chunk *) chunks[MAX_CHUNKS];
 
 static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int dump_signal;                 // 0: not chosen yet; -1: none free
-static struct sigaction previous_action;
 static uint64_t generation;
 static _Atomic uint32_t wake_word;
-static _Atomic uint64_t foreign_signals;
 static int atfork_registered;
 // Threads that did not answer the last dump: checked before signalling them
 // again, so a thread that blocks the signal does not cost every dump its
@@ -150,6 +152,7 @@ static void capture_context(dump_slot *s, const ucontext_t *uc) {
     }
     s->stack_addr = sp;
     s->stack_len = len;
+    s->only_sp_pc = 0;
 }
 
 static dump_slot *slot_at(uint64_t idx) {
@@ -158,19 +161,9 @@ static dump_slot *slot_at(uint64_t idx) {
     return c ? &c->slots[idx % SLOTS_PER_CHUNK] : NULL;
 }
 
-static void chain_previous(int sig, siginfo_t *info, void *uctx) {
-    atomic_fetch_add_explicit(&foreign_signals, 1, memory_order_relaxed);
-    if (previous_action.sa_flags & SA_SIGINFO) {
-        if (previous_action.sa_sigaction != NULL) previous_action.sa_sigaction(sig, info, uctx);
-    } else if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN &&
-               previous_action.sa_handler != NULL) {
-        previous_action.sa_handler(sig);
-    }
-    // SIG_DFL would terminate the process: a stray SIGPROF is dropped instead.
-}
-
-static void dump_handler(int sig, siginfo_t *info, void *uctx) {
-    int saved_errno = errno;
+// Called by the SIGPROF dispatcher (sigprof.c) for SIGPROFs that are not the
+// CPU sampler's. Returns 1 if the signal is a dump's. Async-signal-safe.
+int cpprof_dump_on_sigprof(siginfo_t *info, void *uctx) {
     int ours = 0;
     if (info != NULL && info->si_code == SI_QUEUE) {
         uint64_t v = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
@@ -191,8 +184,7 @@ static void dump_handler(int sig, siginfo_t *info, void *uctx) {
             }
         }
     }
-    if (!ours) chain_previous(sig, info, uctx);
-    errno = saved_errno;
+    return ours;
 }
 
 // --- setup (dumper side, under dump_lock) ----------------------------------
@@ -203,41 +195,16 @@ static void after_fork_in_child(void) {
     cpprof_unwind_reset_after_fork();
 }
 
-cpprof_sigaction_fn cpprof_internal_dump_handler(void) { return dump_handler; }
-
-cpprof_sigaction_fn cpprof_internal_dump_previous_handler(void) {
-    return (previous_action.sa_flags & SA_SIGINFO) ? previous_action.sa_sigaction : NULL;
-}
-
-// Dump signals reach the dump handler: directly, or through the CPU
-// sampler's handler installed after it, which passes them on.
-static int sigprof_reaches_dump_handler(void) {
-    struct sigaction current;
-    if (sigaction(SIGPROF, NULL, &current) != 0 || !(current.sa_flags & SA_SIGINFO)) return 0;
-    if (current.sa_sigaction == dump_handler) return 1;
-    return current.sa_sigaction == cpprof_internal_sigprof_handler() &&
-           cpprof_internal_cpu_previous_handler() == dump_handler;
-}
-
-// Installs the handler on SIGPROF, once. SIGPROF, not a real-time signal:
-// libdispatch blocks every signal but SIGPROF and the synchronous fault
-// signals in its worker threads (the Swift concurrency pool among them), and
-// threads they create inherit that mask, so a real-time signal would reach
-// none of them. Dump signals carry SI_QUEUE and a magic si_value; every other
-// SIGPROF is passed to the handler installed before ours (the CPU sampler's,
-// which in turn passes ours on if it was installed after us). Caller holds
-// dump_lock.
+// Makes sure SIGPROF reaches us (sigprof.c installs it once). SIGPROF, not a
+// real-time signal: libdispatch blocks every signal but SIGPROF and the
+// synchronous fault signals in its worker threads (the Swift concurrency pool
+// among them), and threads they create inherit that mask, so a real-time
+// signal would reach none of them. Dump signals carry SI_QUEUE and a magic
+// si_value. Caller holds dump_lock.
 static int ensure_signal(void) {
     int sig = atomic_load(&dump_signal);
     if (sig != 0) return sig;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = dump_handler;
-    // All signals blocked while it runs (a siglongjmp out of an application
-    // handler must not abandon a half-written slot); alternate stack if any.
-    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-    sigfillset(&sa.sa_mask);
-    if (sigaction(SIGPROF, &sa, &previous_action) != 0) {
+    if (cpprof_sigprof_install() != 0) {
         atomic_store(&dump_signal, -1);
         return -1;
     }
@@ -409,6 +376,37 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
     return 0;
 }
 
+// Reads a blocked thread's stack without a signal (proc_capture.c) into its
+// slot, armed for this dump and claimed here (no signal was sent for it).
+// 0 if the thread is running, gone, or kept running while we read.
+static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen) {
+    uint64_t armed = pack_state(gen, PHASE_ARMED);
+    if (!atomic_compare_exchange_strong(&s->state, &armed, pack_state(gen, PHASE_WRITING))) return 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int64_t before = cpprof_thread_cpu_ns(tid);
+        cpprof_proc_regs r;
+        if (before < 0 || cpprof_proc_syscall(task_dir, tid, &r) != CPPROF_PROC_BLOCKED) break;
+        size_t len = cpprof_proc_copy_stack(r.sp, s->copy, CPPROF_THREAD_STACK_COPY);
+        if (len == 0) break;
+        // It ran meanwhile: the copy may mix two moments. Try again.
+        if (cpprof_thread_cpu_ns(tid) != before) continue;
+        memset(s->regs, 0, sizeof s->regs);
+        s->regs[CPPROF_REG_RSP] = r.sp;
+        s->regs[CPPROF_REG_RIP] = r.pc;
+        s->stack_addr = r.sp & ~(uint64_t)7;
+        s->stack_len = len;
+        s->handler_ns = 0;
+        s->only_sp_pc = 1;
+        // [ASYNC CHAIN] Once async stacks land (issue 9), the async context
+        // chain of this thread is read here, while it is confirmed blocked,
+        // from the copy's async frame (fp - 8) with process_vm_readv.
+        atomic_store_explicit(&s->state, pack_state(gen, PHASE_DONE), memory_order_release);
+        return 1;
+    }
+    atomic_store(&s->state, pack_state(gen, PHASE_ARMED));
+    return 0;
+}
+
 int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *count,
                         cpprof_thread_dump_stats *stats) {
     if (out == NULL || count == NULL) return EINVAL;
@@ -421,7 +419,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     int sig = ensure_signal();
     // If SIGPROF was reset to SIG_DFL or taken by another handler, our
     // signals would kill the process or go astray: no dump.
-    if (sig > 0 && !sigprof_reaches_dump_handler()) { pthread_mutex_unlock(&dump_lock); return EEXIST; }
+    if (sig > 0 && !cpprof_sigprof_owned()) { pthread_mutex_unlock(&dump_lock); return EEXIST; }
     int32_t *tids = NULL;
     size_t n = 0;
     int err = list_tasks(&tids, &n);
@@ -464,6 +462,8 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
 
     int64_t t_capture = now_ns();
     size_t npending = 0;
+    uint32_t read_blocked = 0, signalled = 0;
+    int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     for (size_t i = 0; i < n; i++) {
         dump_slot *s = slots[i];
         if (s == NULL) continue;
@@ -476,6 +476,12 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
             infos[i].status = CPPROF_THREAD_SELF;
             continue;
         }
+        // Blocked in the kernel: read, not interrupted.
+        if (task_dir >= 0 && cpprof_proc_available() && capture_blocked(task_dir, infos[i].tid, s, gen)) {
+            infos[i].status = CPPROF_THREAD_READ_BLOCKED;
+            read_blocked++;
+            continue;
+        }
         if (sig <= 0) { infos[i].status = CPPROF_THREAD_SEND_FAILED; continue; }
         if (was_stuck(infos[i].tid)) {
             uint64_t sigpnd = 0, sigblk = 0;
@@ -485,9 +491,11 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
             }
         }
         int e = send_dump_signal(pid, infos[i].tid, sig, values[i]);
-        if (e == 0) pending[npending++] = i;
+        if (e == 0) { pending[npending++] = i; signalled++; }
         else infos[i].status = e == ESRCH ? CPPROF_THREAD_EXITED : CPPROF_THREAD_SEND_FAILED;
     }
+
+    if (task_dir >= 0) close(task_dir);
 
     // Wait for the answers, at most until the deadline.
     const int64_t deadline = t_capture + (int64_t)deadline_ms * 1000000LL;
@@ -584,7 +592,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     int64_t handler_max = 0, handler_sum = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t st = infos[i].status;
-        if (st != CPPROF_THREAD_ANSWERED && st != CPPROF_THREAD_SELF) continue;
+        if (st != CPPROF_THREAD_ANSWERED && st != CPPROF_THREAD_SELF && st != CPPROF_THREAD_READ_BLOCKED) continue;
         dump_slot *s = slots[i];
         if (atomic_load_explicit(&s->state, memory_order_acquire) != pack_state(gen, PHASE_DONE)) {
             infos[i].status = CPPROF_THREAD_TIMED_OUT;
@@ -595,6 +603,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         copy.stack_addr = s->stack_addr;
         copy.stack_len = s->stack_len;
         copy.bytes = s->copy;
+        copy.only_sp_pc = s->only_sp_pc;
         infos[i].stack_bytes = s->stack_len;
         if (st == CPPROF_THREAD_ANSWERED) {
             handler_sum += s->handler_ns;
@@ -630,6 +639,8 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         stats->lingering = lingering;
         stats->handler_max_ns = handler_max;
         stats->handler_total_ns = handler_sum;
+        stats->read_blocked = read_blocked;
+        stats->signalled = signalled;
     }
     free(slots);
     free(values);

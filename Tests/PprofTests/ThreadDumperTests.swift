@@ -234,6 +234,12 @@ extension CPUSamplingTests {
                 ("sleep", "td-sleep", "sleeping"),
                 ("busy", "td-busy", "running"),
             ]
+            // The blocked ones were read from /proc, not signalled; the busy one was signalled.
+            for role in ["condwait", "read", "sleep"] {
+                let tid = try #require(registry.tid(role))
+                #expect(byTid[tid]?.status == .readWhileBlocked, "\(role): \(String(describing: byTid[tid]?.status))")
+            }
+            #expect(byTid[try #require(registry.tid("busy"))]?.status == .answered)
             for e in expectations {
                 let tid = try #require(registry.tid(e.role))
                 let snap = try #require(byTid[tid], "thread \(e.name) missing from the dump")
@@ -315,14 +321,22 @@ extension CPUSamplingTests {
         @Test func threadThatBlocksTheSignalIsReportedWithinTheDeadline() throws {
             let gate = Gate()
             let registry = Registry()
+            // On a CPU, so only a signal could capture it, and it blocks that signal.
             let thread = spawn {
                 cpprof_set_thread_name("td-blocker")
                 _ = cpprof_threads_block_signal_for_testing(1)
                 registry.record("blocker", marker: 0)
-                gate.wait()
+                while !gate.spinStop.load(ordering: .relaxed) {}
             }
-            defer { gate.openGate(); pthread_join(thread, nil) }
-            #expect(waitUntil { registry.count == 1 })
+            // Blocks the signal too, but sleeps: read from /proc, it needs none.
+            let sleeper = spawn {
+                cpprof_set_thread_name("td-blk-sleep")
+                _ = cpprof_threads_block_signal_for_testing(1)
+                blockInSleep(gate, registry)
+            }
+            defer { gate.openGate(); pthread_join(thread, nil); pthread_join(sleeper, nil) }
+            #expect(waitUntil { registry.count == 2 })
+            usleep(50_000)
             let tid = try #require(registry.tid("blocker"))
 
             let deadline = 100
@@ -338,6 +352,10 @@ extension CPUSamplingTests {
             #expect(ms < 10_000, "dump took \(ms) ms with a \(deadline) ms deadline")
             // Everyone else still answered.
             #expect(snapshots.filter { $0.tid != tid && $0.status == .timedOut }.isEmpty)
+
+            let sleeping = try #require(snapshots.first { $0.tid == registry.tid("sleep") })
+            #expect(sleeping.status == .readWhileBlocked)
+            #expect(stack(sleeping.stack, passesThroughFunctionAt: try #require(registry.marker("sleep"))))
 
             // The next dump knows it is blocked (from its SigBlk): still reported so.
             let second = ThreadDumper.dump(deadlineMilliseconds: deadline)

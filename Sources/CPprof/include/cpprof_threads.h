@@ -12,8 +12,11 @@ extern "C" {
 // Thread dumps: every thread of the process, its name, scheduler state, CPU
 // time and stack, captured within one short window.
 //
-// How: SIGPROF, marked as ours (SI_QUEUE and a magic si_value), is queued to
-// each thread in /proc/self/task; its handler copies the interrupted registers and the top
+// How: a thread blocked in the kernel is not disturbed: its stack pointer and
+// PC come from /proc/self/task/TID/syscall and its stack is copied with
+// process_vm_readv, checked against its CPU clock (it did not run meanwhile).
+// SIGPROF, marked as ours (SI_QUEUE and a magic si_value), is queued to
+// each other thread; its handler copies the interrupted registers and the top
 // of the thread's stack (at most CPPROF_THREAD_STACK_COPY bytes, never past
 // its stack region) into a preallocated slot. After the window closes, the
 // copies are unwound with libunwind's remote API (DWARF CFI, so threads
@@ -38,6 +41,7 @@ typedef enum cpprof_thread_status {
     CPPROF_THREAD_SEND_FAILED = 5,   // the kernel refused the signal (EAGAIN...)
     CPPROF_THREAD_STILL_PENDING = 6, // reserved
     CPPROF_THREAD_NO_SLOT = 7,       // more threads than CPPROF_THREAD_MAX_THREADS
+    CPPROF_THREAD_READ_BLOCKED = 8,  // blocked in the kernel: stack read from /proc, no signal
 } cpprof_thread_status;
 
 /// Most threads one dump captures; further threads are listed as NO_SLOT.
@@ -79,6 +83,8 @@ typedef struct cpprof_thread_dump_stats {
     uint64_t lingering;      // handlers still writing when the dump gave up on them
     int64_t handler_max_ns;  // longest time one thread spent in the dump handler
     int64_t handler_total_ns;// time all answering threads spent in it
+    uint32_t read_blocked;   // threads read from /proc while blocked (not signalled)
+    uint32_t signalled;      // threads sent a dump signal
 } cpprof_thread_dump_stats;
 
 /// Dumps every thread of the process. Dumps are serialized: a concurrent
