@@ -22,6 +22,7 @@ void cpprof_ring_reset_after_fork(void);  // in a fork child only
 // --- stack_map.c: writable regions, to bound frame-pointer walks ---
 int cpprof_stackmap_refresh(void);    // not signal-safe; 0 or errno
 void cpprof_stackmap_clear(void);     // not signal-safe
+int cpprof_stackmap_ready(void);      // 1 if a snapshot exists
 void cpprof_stackmap_reset_after_fork(void); // in a fork child only
 // Finds the writable region holding `sp`; 1 and *end set if known. Async-signal-safe.
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end);
@@ -86,6 +87,23 @@ int cpprof_proc_syscall(int task_dir, int32_t tid, cpprof_proc_regs *out);
 size_t cpprof_proc_copy_stack(uint64_t sp, uint8_t *dst, size_t cap);
 // 0 once process_vm_readv was refused (seccomp): callers signal instead.
 int cpprof_proc_available(void);
+struct cpprof_thread_info;
+// The tids in /proc/self/task (malloc'd into *out). 0 or errno.
+int cpprof_proc_list_tasks(int32_t **out, size_t *count);
+// Name, state letter and CPU time of a thread from TID/stat and its CPU clock.
+void cpprof_proc_read_stat(int32_t tid, struct cpprof_thread_info *info, long ticks_per_second);
+// Thread-directed pending and blocked signal sets from TID/status; 1 if read.
+int cpprof_proc_signal_sets(int32_t tid, uint64_t *pending, uint64_t *blocked);
+
+// --- dump_cache.c: stacks of threads that have not run since the last dump ---
+enum { CPPROF_CACHE_UNKNOWN = 0, CPPROF_CACHE_CHANGED = 1, CPPROF_CACHE_HIT = 2 };
+// HIT: *out is the entry of `tid`, captured when its CPU time read `cpu_ns`
+// (so it has not run since); CHANGED: known tid, it ran; UNKNOWN: new tid.
+int cpprof_dump_cache_lookup(int32_t tid, int64_t cpu_ns, struct cpprof_thread_info *out);
+// Records the threads of `infos` that have a stack. `whole_process`: every
+// live thread is in `infos` (the others are forgotten).
+void cpprof_dump_cache_store(const struct cpprof_thread_info *infos, size_t n, int whole_process);
+void cpprof_dump_cache_clear(void);
 
 // --- sigprof.c: the one owner of SIGPROF ---
 typedef void (*cpprof_sigaction_fn)(int, siginfo_t *, void *);

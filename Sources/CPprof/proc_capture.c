@@ -1,4 +1,5 @@
-// Reading a blocked thread's stack without sending it anything.
+// What /proc says about this process's threads: the list, names, states and
+// signal masks, and a blocked thread's stack read without sending it anything.
 //
 // /proc/self/task/TID/syscall gives, for a thread blocked in the kernel, its
 // system-call number, arguments, user stack pointer and program counter
@@ -19,6 +20,8 @@
 // Invariants: never called from a signal handler (opens files); never signals,
 // stops or traces the thread; reads memory only through process_vm_readv.
 #include "internal.h"
+#include "include/cpprof_threads.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -99,3 +102,94 @@ size_t cpprof_proc_copy_stack(uint64_t sp, uint8_t *dst, size_t cap) {
     }
     return (size_t)r;
 }
+
+// --- listing, names, states, signal masks ----------------------------------
+
+static ssize_t read_small_file(const char *path, char *buf, size_t cap) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    return (ssize_t)n;
+}
+
+int cpprof_proc_list_tasks(int32_t **out, size_t *count) {
+    DIR *dir = opendir("/proc/self/task");
+    if (dir == NULL) return errno ? errno : EIO;
+    size_t n = 0, cap = 64;
+    int32_t *tids = malloc(cap * sizeof *tids);
+    struct dirent *e;
+    while (tids != NULL && (e = readdir(dir)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        if (n == cap) {
+            int32_t *bigger = realloc(tids, cap * 2 * sizeof *tids);
+            if (bigger == NULL) { free(tids); tids = NULL; break; }
+            tids = bigger;
+            cap *= 2;
+        }
+        tids[n++] = (int32_t)strtol(e->d_name, NULL, 10);
+    }
+    closedir(dir);
+    if (tids == NULL) return ENOMEM;
+    *out = tids;
+    *count = n;
+    return 0;
+}
+
+// Name, state letter and CPU time from /proc/self/task/TID/stat.
+void cpprof_proc_read_stat(int32_t tid, cpprof_thread_info *info, long ticks_per_second) {
+    char path[64], buf[1024];
+    info->state = '?';
+    info->cpu_ns = -1;
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    if (read_small_file(path, buf, sizeof buf) <= 0) return;
+    char *open_paren = strchr(buf, '(');
+    char *close_paren = strrchr(buf, ')'); // the name may itself contain ')'
+    if (open_paren == NULL || close_paren == NULL || close_paren < open_paren) return;
+    size_t len = (size_t)(close_paren - open_paren - 1);
+    if (len > sizeof info->name - 1) len = sizeof info->name - 1;
+    memcpy(info->name, open_paren + 1, len);
+    info->name[len] = 0;
+    char *p = close_paren + 1;
+    while (*p == ' ') p++;
+    if (*p == 0) return;
+    info->state = *p++;
+    // Fields after the state: ppid pgrp session tty_nr tpgid flags minflt
+    // cminflt majflt cmajflt utime stime (fields 4..15 of proc(5)).
+    unsigned long long fields[12];
+    int k = 0;
+    while (k < 12) {
+        while (*p == ' ') p++;
+        if (*p == 0) break;
+        char *next;
+        fields[k++] = strtoull(p, &next, 10);
+        if (next == p) break;
+        p = next;
+    }
+    if (k == 12 && ticks_per_second > 0)
+        info->cpu_ns = (int64_t)((fields[10] + fields[11]) * (1000000000ULL / (unsigned long long)ticks_per_second));
+    // The same sum, to the nanosecond, from the thread's CPU clock.
+    int64_t cpu = cpprof_thread_cpu_ns(tid);
+    if (cpu >= 0) info->cpu_ns = cpu;
+}
+
+// Thread-directed pending and blocked signal sets from .../status.
+int cpprof_proc_signal_sets(int32_t tid, uint64_t *pending, uint64_t *blocked) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    if (read_small_file(path, buf, sizeof buf) <= 0) return 0;
+    char *p = strstr(buf, "\nSigPnd:");
+    char *b = strstr(buf, "\nSigBlk:");
+    if (p == NULL || b == NULL) return 0;
+    *pending = strtoull(p + 8, NULL, 16);
+    *blocked = strtoull(b + 8, NULL, 16);
+    return 1;
+}
+

@@ -193,6 +193,7 @@ static void after_fork_in_child(void) {
     pthread_mutex_init(&dump_lock, NULL);
     stuck_count = 0;
     cpprof_unwind_reset_after_fork();
+    cpprof_dump_cache_clear(); // the parent's threads
 }
 
 // Makes sure SIGPROF reaches us (sigprof.c installs it once). SIGPROF, not a
@@ -253,98 +254,6 @@ static dump_slot *take_slot(uint64_t gen, uint32_t *cursor, uint32_t *idx_out) {
     return NULL;
 }
 
-// --- /proc ------------------------------------------------------------------
-
-static ssize_t read_small_file(const char *path, char *buf, size_t cap) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    size_t n = 0;
-    while (n + 1 < cap) {
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        n += (size_t)r;
-    }
-    close(fd);
-    buf[n] = 0;
-    return (ssize_t)n;
-}
-
-static int list_tasks(int32_t **out, size_t *count) {
-    DIR *dir = opendir("/proc/self/task");
-    if (dir == NULL) return errno ? errno : EIO;
-    size_t n = 0, cap = 64;
-    int32_t *tids = malloc(cap * sizeof *tids);
-    struct dirent *e;
-    while (tids != NULL && (e = readdir(dir)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-        if (n == cap) {
-            int32_t *bigger = realloc(tids, cap * 2 * sizeof *tids);
-            if (bigger == NULL) { free(tids); tids = NULL; break; }
-            tids = bigger;
-            cap *= 2;
-        }
-        tids[n++] = (int32_t)strtol(e->d_name, NULL, 10);
-    }
-    closedir(dir);
-    if (tids == NULL) return ENOMEM;
-    *out = tids;
-    *count = n;
-    return 0;
-}
-
-// Name, state letter and CPU time from /proc/self/task/TID/stat.
-static void read_stat(int32_t tid, cpprof_thread_info *info, long ticks_per_second) {
-    char path[64], buf[1024];
-    info->state = '?';
-    info->cpu_ns = -1;
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-    if (read_small_file(path, buf, sizeof buf) <= 0) return;
-    char *open_paren = strchr(buf, '(');
-    char *close_paren = strrchr(buf, ')'); // the name may itself contain ')'
-    if (open_paren == NULL || close_paren == NULL || close_paren < open_paren) return;
-    size_t len = (size_t)(close_paren - open_paren - 1);
-    if (len > sizeof info->name - 1) len = sizeof info->name - 1;
-    memcpy(info->name, open_paren + 1, len);
-    info->name[len] = 0;
-    char *p = close_paren + 1;
-    while (*p == ' ') p++;
-    if (*p == 0) return;
-    info->state = *p++;
-    // Fields after the state: ppid pgrp session tty_nr tpgid flags minflt
-    // cminflt majflt cmajflt utime stime (fields 4..15 of proc(5)).
-    unsigned long long fields[12];
-    int k = 0;
-    while (k < 12) {
-        while (*p == ' ') p++;
-        if (*p == 0) break;
-        char *next;
-        fields[k++] = strtoull(p, &next, 10);
-        if (next == p) break;
-        p = next;
-    }
-    if (k == 12 && ticks_per_second > 0)
-        info->cpu_ns = (int64_t)((fields[10] + fields[11]) * (1000000000ULL / (unsigned long long)ticks_per_second));
-    // The same sum, to the nanosecond, from the thread's CPU clock.
-    struct timespec ts;
-    clockid_t clock = (clockid_t)((~(uint32_t)tid) << 3) | 6; // MAKE_THREAD_CPUCLOCK(tid, SCHED)
-    if (clock_gettime(clock, &ts) == 0)
-        info->cpu_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-// Thread-directed pending and blocked signal sets from .../status.
-static int read_signal_sets(int32_t tid, uint64_t *pending, uint64_t *blocked) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
-    if (read_small_file(path, buf, sizeof buf) <= 0) return 0;
-    char *p = strstr(buf, "\nSigPnd:");
-    char *b = strstr(buf, "\nSigBlk:");
-    if (p == NULL || b == NULL) return 0;
-    *pending = strtoull(p + 8, NULL, 16);
-    *blocked = strtoull(b + 8, NULL, 16);
-    return 1;
-}
-
 static inline uint64_t sig_bit(int sig) { return 1ULL << (sig - 1); }
 
 static int was_stuck(int32_t tid) {
@@ -379,7 +288,7 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
 // Reads a blocked thread's stack without a signal (proc_capture.c) into its
 // slot, armed for this dump and claimed here (no signal was sent for it).
 // 0 if the thread is running, gone, or kept running while we read.
-static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen) {
+static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen, int64_t *cpu_ns) {
     uint64_t armed = pack_state(gen, PHASE_ARMED);
     if (!atomic_compare_exchange_strong(&s->state, &armed, pack_state(gen, PHASE_WRITING))) return 0;
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -397,6 +306,7 @@ static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen
         s->stack_len = len;
         s->handler_ns = 0;
         s->only_sp_pc = 1;
+        *cpu_ns = before;
         // [ASYNC CHAIN] Once async stacks land (issue 9), the async context
         // chain of this thread is read here, while it is confirmed blocked,
         // from the copy's async frame (fp - 8) with process_vm_readv.
@@ -409,6 +319,11 @@ static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen
 
 int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *count,
                         cpprof_thread_dump_stats *stats) {
+    return cpprof_threads_sample(NULL, 0, deadline_ms, out, count, stats);
+}
+
+int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadline_ms,
+                          cpprof_thread_info **out, size_t *count, cpprof_thread_dump_stats *stats) {
     if (out == NULL || count == NULL) return EINVAL;
     *out = NULL;
     *count = 0;
@@ -422,8 +337,15 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     if (sig > 0 && !cpprof_sigprof_owned()) { pthread_mutex_unlock(&dump_lock); return EEXIST; }
     int32_t *tids = NULL;
     size_t n = 0;
-    int err = list_tasks(&tids, &n);
-    if (err != 0) { pthread_mutex_unlock(&dump_lock); return err; }
+    if (only != NULL) {
+        tids = malloc((only_count ? only_count : 1) * sizeof *tids);
+        if (tids == NULL) { pthread_mutex_unlock(&dump_lock); return ENOMEM; }
+        memcpy(tids, only, only_count * sizeof *tids);
+        n = only_count;
+    } else {
+        int err = cpprof_proc_list_tasks(&tids, &n);
+        if (err != 0) { pthread_mutex_unlock(&dump_lock); return err; }
+    }
     cpprof_thread_info *infos = calloc(n ? n : 1, sizeof *infos);
     dump_slot **slots = calloc(n ? n : 1, sizeof *slots);
     uint64_t *values = calloc(n ? n : 1, sizeof *values);
@@ -437,14 +359,26 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     const pid_t pid = getpid();
     const int32_t self = (int32_t)syscall(SYS_gettid);
     const long ticks = sysconf(_SC_CLK_TCK);
+    // A thread that has not run since the last dump keeps that dump's stack
+    // (dump_cache.c): nothing is read for it. Names and states of the others.
+    uint32_t unchanged = 0;
+    int new_threads = 0;
     for (size_t i = 0; i < n; i++) {
+        int64_t cpu = cpprof_thread_cpu_ns(tids[i]);
+        int cached = tids[i] == self ? CPPROF_CACHE_CHANGED : cpprof_dump_cache_lookup(tids[i], cpu, &infos[i]);
+        if (cached == CPPROF_CACHE_HIT) { unchanged++; continue; }
+        if (cached == CPPROF_CACHE_UNKNOWN) new_threads = 1;
         infos[i].tid = tids[i];
         infos[i].status = CPPROF_THREAD_TIMED_OUT;
-        read_stat(tids[i], &infos[i], ticks);
+        cpprof_proc_read_stat(tids[i], &infos[i], ticks);
+        // The key of the cache: the CPU time before the capture.
+        infos[i].cpu_ns = cpu;
+        if (cpu < 0) infos[i].status = CPPROF_THREAD_EXITED;
     }
     free(tids);
-    // Stacks of every listed thread are mapped by now.
-    cpprof_stackmap_refresh();
+    // Stacks of every listed thread are mapped by now; threads known from the
+    // last dump were in the map then (their stacks stay mapped while they live).
+    if (new_threads || !cpprof_stackmap_ready()) cpprof_stackmap_refresh();
 
     generation = (generation + 1) & GEN_MASK;
     if (generation == 0) generation = 1;
@@ -452,6 +386,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     uint32_t cursor = 0;
     uint32_t highest_slot = 0;
     for (size_t i = 0; i < n; i++) {
+        if (infos[i].unchanged || infos[i].status == CPPROF_THREAD_EXITED) continue;
         uint32_t idx;
         dump_slot *s = take_slot(gen, &cursor, &idx);
         if (s == NULL) { infos[i].status = CPPROF_THREAD_NO_SLOT; continue; }
@@ -477,7 +412,8 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
             continue;
         }
         // Blocked in the kernel: read, not interrupted.
-        if (task_dir >= 0 && cpprof_proc_available() && capture_blocked(task_dir, infos[i].tid, s, gen)) {
+        if (task_dir >= 0 && cpprof_proc_available() &&
+            capture_blocked(task_dir, infos[i].tid, s, gen, &infos[i].cpu_ns)) {
             infos[i].status = CPPROF_THREAD_READ_BLOCKED;
             read_blocked++;
             continue;
@@ -485,7 +421,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         if (sig <= 0) { infos[i].status = CPPROF_THREAD_SEND_FAILED; continue; }
         if (was_stuck(infos[i].tid)) {
             uint64_t sigpnd = 0, sigblk = 0;
-            if (read_signal_sets(infos[i].tid, &sigpnd, &sigblk) && (sigblk & sig_bit(sig))) {
+            if (cpprof_proc_signal_sets(infos[i].tid, &sigpnd, &sigblk) && (sigblk & sig_bit(sig))) {
                 infos[i].status = CPPROF_THREAD_BLOCKED;
                 continue;
             }
@@ -499,7 +435,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
 
     // Wait for the answers, at most until the deadline.
     const int64_t deadline = t_capture + (int64_t)deadline_ms * 1000000LL;
-    int64_t last_answer = t_capture;
+    int64_t last_answer = now_ns(); // blocked threads are read by now
     int64_t next_resend = t_capture + RESEND_NS;
     for (;;) {
         uint32_t seen = atomic_load_explicit(&wake_word, memory_order_acquire);
@@ -572,7 +508,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         int32_t st = infos[i].status;
         if (st == CPPROF_THREAD_TIMED_OUT) {
             uint64_t sigpnd = 0, sigblk = 0;
-            if (!read_signal_sets(infos[i].tid, &sigpnd, &sigblk)) infos[i].status = CPPROF_THREAD_EXITED;
+            if (!cpprof_proc_signal_sets(infos[i].tid, &sigpnd, &sigblk)) infos[i].status = CPPROF_THREAD_EXITED;
             else if (sig > 0 && (sigblk & sig_bit(sig))) infos[i].status = CPPROF_THREAD_BLOCKED;
         }
         st = infos[i].status;
@@ -587,12 +523,20 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
 
     // Unwind the copies, outside any handler.
     int64_t t_unwind = now_ns();
-    int have_dwarf = cpprof_unwind_begin();
+    // Images are listed and libunwind readied only when a stack needs unwinding.
+    int need_unwind = 0;
+    for (size_t i = 0; i < n && !need_unwind; i++) {
+        int32_t st = infos[i].status;
+        need_unwind = !infos[i].unchanged && (st == CPPROF_THREAD_ANSWERED || st == CPPROF_THREAD_SELF ||
+                                              st == CPPROF_THREAD_READ_BLOCKED);
+    }
+    int have_dwarf = need_unwind ? cpprof_unwind_begin() : 0;
     uint32_t answered = 0;
     int64_t handler_max = 0, handler_sum = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t st = infos[i].status;
         if (st != CPPROF_THREAD_ANSWERED && st != CPPROF_THREAD_SELF && st != CPPROF_THREAD_READ_BLOCKED) continue;
+        if (infos[i].unchanged) { answered++; continue; } // the last dump's stack
         dump_slot *s = slots[i];
         if (atomic_load_explicit(&s->state, memory_order_acquire) != pack_state(gen, PHASE_DONE)) {
             infos[i].status = CPPROF_THREAD_TIMED_OUT;
@@ -613,7 +557,8 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
                                             &infos[i].unwinder, &infos[i].truncated);
         answered++;
     }
-    cpprof_unwind_end();
+    if (need_unwind) cpprof_unwind_end();
+    cpprof_dump_cache_store(infos, n, only == NULL);
     int64_t t_end = now_ns();
 
     // Give the copied pages back. A late handler writing meanwhile is
@@ -641,6 +586,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         stats->handler_total_ns = handler_sum;
         stats->read_blocked = read_blocked;
         stats->signalled = signalled;
+        stats->unchanged = unchanged;
     }
     free(slots);
     free(values);

@@ -316,6 +316,16 @@ extension CPUSamplingTests {
             let shallow = dumped.filter { $0.stack.count < 4 }
             #expect(shallow.isEmpty, "\(shallow.count) stacks shorter than 4 frames")
             print("thread dump: \(snapshots.count) threads in \(ms) ms (prepare \(stats.prepare_ns / 1000) us, capture \(stats.capture_ns / 1000) us, unwind \(stats.unwind_ns / 1000) us)")
+            #expect(stats.read_blocked >= 490, "\(stats.read_blocked) of 500 parked threads read from /proc; signalled \(stats.signalled)")
+
+            // They have not run since: the next dump reuses their stacks and reads nothing for them.
+            let again = Date.now
+            let (second, stats2) = ThreadDumper.dumpWithStats(deadlineMilliseconds: 2000)
+            print("thread dump again: \(second.count) threads in \(Date.now.timeIntervalSince(again) * 1000) ms, \(stats2.unchanged) unchanged")
+            #expect(stats2.unchanged >= 490, "\(stats2.unchanged) unchanged")
+            let before = Dictionary(dumped.map { ($0.tid, $0.stack) }, uniquingKeysWith: { a, _ in a })
+            let changed = second.filter { mine.contains($0.tid) && before[$0.tid] != $0.stack }
+            #expect(changed.isEmpty, "\(changed.count) stacks differ")
         }
 
         @Test func threadThatBlocksTheSignalIsReportedWithinTheDeadline() throws {

@@ -64,7 +64,7 @@ typedef struct cpprof_thread_info {
     char state;            // letter from /proc/self/task/TID/stat; '?' if unknown
     uint8_t unwinder;      // cpprof_unwinder
     uint8_t truncated;     // 1 if the stack was cut (depth limit or copy size)
-    uint8_t reserved;
+    uint8_t unchanged;     // 1: it had not run since the previous dump, whose stack this is
     uint32_t depth;        // valid entries in pcs
     uint64_t stack_bytes;  // bytes of stack copied
     uint64_t pcs[CPPROF_THREAD_MAX_FRAMES]; // pcs[0]: interrupted PC; then return addresses
@@ -85,6 +85,7 @@ typedef struct cpprof_thread_dump_stats {
     int64_t handler_total_ns;// time all answering threads spent in it
     uint32_t read_blocked;   // threads read from /proc while blocked (not signalled)
     uint32_t signalled;      // threads sent a dump signal
+    uint32_t unchanged;      // threads that had not run since the previous dump: nothing read
 } cpprof_thread_dump_stats;
 
 /// Dumps every thread of the process. Dumps are serialized: a concurrent
@@ -94,6 +95,12 @@ typedef struct cpprof_thread_dump_stats {
 /// otherwise an errno value. `stats` may be NULL.
 int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *count,
                         cpprof_thread_dump_stats *stats);
+
+/// Same as cpprof_threads_dump, for the threads `tids` only (a wall-clock
+/// profile's tick: the caller keeps the list and refreshes it now and then).
+/// Threads that exited are reported as CPPROF_THREAD_EXITED.
+int cpprof_threads_sample(const int32_t *tids, size_t count_in, int32_t deadline_ms,
+                          cpprof_thread_info **out, size_t *count, cpprof_thread_dump_stats *stats);
 
 void cpprof_threads_free(cpprof_thread_info *infos);
 
