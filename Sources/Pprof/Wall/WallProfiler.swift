@@ -7,13 +7,13 @@ import CPprof
 /// threads. It reads nothing for a thread whose CPU clock has not moved since
 /// its last capture (its stack cannot have changed), reads a blocked thread's
 /// stack from /proc without signalling it, and signals only threads that are
-/// on a CPU. A sample is worth the wall time since that thread's previous
-/// sample, so the `wall/nanoseconds` of a thread add up to the window.
+/// on a CPU. A thread's `wall/nanoseconds` add up to the window it was
+/// seen in, shared among its stacks by their samples (see `ThreadStates`).
 ///
 /// Above `maxThreadsPerTick` threads, each tick samples the next
 /// `maxThreadsPerTick` of the list in turn (round robin): every thread is
-/// sampled as often as the others, less often than 99 Hz, and each of its
-/// samples is worth the longer time since its previous one.
+/// sampled as often as the others, less often than 99 Hz; its wall time is
+/// still the whole window, shared among its stacks by their samples.
 enum WallProfiler {
     static let hz: Int64 = 99
     static let periodNanoseconds: Int64 = 1_000_000_000 / hz
@@ -85,7 +85,7 @@ enum WallProfiler {
             "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
         ]
         if counters.threadsMax > maxThreadsPerTick {
-            data.comments.append("swift-pprof: more than \(maxThreadsPerTick) threads: each tick sampled \(maxThreadsPerTick) of them in turn; a sample is worth the time since that thread's previous one")
+            data.comments.append("swift-pprof: more than \(maxThreadsPerTick) threads: each tick sampled \(maxThreadsPerTick) of them in turn; each thread's wall time is its window, shared by its samples")
         }
         return (data, counters)
     }
@@ -128,56 +128,76 @@ enum WallProfiler {
     }
 }
 
-/// Per thread: the stack it was last seen in, and the samples and wall time
-/// gathered on it since, added to the profile when the stack changes (so an
-/// idle thread costs no dictionary update per tick).
+/// Per thread: the stack it was last seen in and how many samples each of
+/// its stacks got (counted when the stack changes, so an idle thread costs
+/// no dictionary update per tick). At the end, a thread's wall time (from
+/// the start, or its first sample, to its last sample) is shared among its
+/// stacks in proportion to their samples.
+///
+/// Not each sample weighted by the time since the previous tick: ticks are
+/// not independent of the threads (a thread that stops computing frees the
+/// CPU the sampler was waiting for), and on a loaded 2-core machine a late
+/// tick then landed in a wait and charged it the whole delay, overstating
+/// waiting by 5 to 10 points for a 70/30 sleep/compute thread.
 private struct ThreadStates {
     struct State {
         var key: ProfileData.Key
         /// The thread's CPU time when `key`'s stack was captured.
         var cpuNanoseconds: Int64
-        var samples: Int64 = 0
-        var nanoseconds: Int64 = 0
+        var pending: Int64 = 0
+        var firstSample: Int64
         var lastSample: Int64
+        var counts: [ProfileData.Key: Int64] = [:]
     }
     let start: Int64
     var states: [Int32: State] = [:]
+    /// Threads that exited: their counts wait for the end.
+    var finished: [State] = []
 
     init(start: Int64) { self.start = start }
 
     mutating func record(_ info: inout cpprof_thread_info, unchanged: Bool, at now: Int64, into data: inout ProfileData) {
         let tid = info.tid
         // Unchanged since the dumper's last capture, and that capture is ours.
-        if unchanged, var state = states[tid], state.cpuNanoseconds == info.cpu_ns {
-            state.samples += 1
-            state.nanoseconds += now - state.lastSample
-            state.lastSample = now
-            states[tid] = state
+        if unchanged, states[tid]?.cpuNanoseconds == info.cpu_ns {
+            states[tid]!.pending += 1
+            states[tid]!.lastSample = now
             return
         }
-        let previous = states[tid]
-        if previous != nil { flush(tid, into: &data) }
         let key = Self.key(of: &info)
-        // A thread first seen now: worth the time since the start (or one period if it is new).
-        let since = previous?.lastSample ?? (now - start < 2 * WallProfiler.periodNanoseconds ? start : now - WallProfiler.periodNanoseconds)
-        states[tid] = State(key: key, cpuNanoseconds: info.cpu_ns, samples: 1, nanoseconds: now - since, lastSample: now)
+        if var state = states[tid] {
+            state.counts[state.key, default: 0] += state.pending
+            state.key = key
+            state.cpuNanoseconds = info.cpu_ns
+            state.pending = 1
+            state.lastSample = now
+            states[tid] = state
+        } else {
+            // First seen: its time counts from the start (or one period back if it is new).
+            let first = now - start < 2 * WallProfiler.periodNanoseconds ? start : now - WallProfiler.periodNanoseconds
+            states[tid] = State(key: key, cpuNanoseconds: info.cpu_ns, pending: 1, firstSample: first, lastSample: now)
+        }
     }
 
-    /// A thread without a stack this tick: its time until now is not counted.
-    mutating func skip(_ tid: Int32, at now: Int64) {
-        states[tid]?.lastSample = now
-    }
+    /// A thread without a stack this tick: nothing is counted for it.
+    mutating func skip(_ tid: Int32, at now: Int64) {}
 
+    /// A thread that exited.
     mutating func flush(_ tid: Int32, into data: inout ProfileData) {
-        guard var state = states[tid], state.samples > 0 else { return }
-        data.add(state.key, [state.samples, state.nanoseconds])
-        state.samples = 0
-        state.nanoseconds = 0
-        states[tid] = state
+        if let state = states.removeValue(forKey: tid) { finished.append(state) }
     }
 
     mutating func flushAll(into data: inout ProfileData) {
-        for tid in Array(states.keys) { flush(tid, into: &data) }
+        for state in Array(states.values) + finished {
+            var counts = state.counts
+            counts[state.key, default: 0] += state.pending
+            let total = counts.values.reduce(0, +)
+            guard total > 0 else { continue }
+            let window = Double(state.lastSample - state.firstSample)
+            for (key, count) in counts where count > 0 {
+                data.add(key, [count, Int64(window * Double(count) / Double(total))])
+            }
+        }
     }
 
     private static func key(of info: inout cpprof_thread_info) -> ProfileData.Key {
