@@ -6,12 +6,13 @@
 # -O0 (every call visible) and -O2 (what a release build runs: inlining,
 # tail calls, calls the compiler adds such as memcpy), with the flags SwiftPM
 # uses. `objdump -dr` gives every direct call and tail jump, with the symbol of
-# each relocation. From the handler entry points (sigprof_handler in
-# cpu_sampler.c, dump_handler in thread_dump.c) the call graph is followed
+# each relocation. From the handler entry point (sigprof_handler in
+# sigprof.c, the one SIGPROF handler, which dispatches to cpu_sampler.c and
+# thread_dump.c by name) the call graph is followed
 # through every function defined in these objects; each function outside
 # them must be in ALLOW. Indirect calls are allowed only where the handlers
 # pass a foreign SIGPROF on to the handler installed before ours (the
-# application's): chain_previous, or a handler it was inlined into.
+# application's): chain_previous, or the handler it was inlined into.
 #
 # What it cannot see: code reached through a function pointer other than the
 # chained handler (there is none), and what the allowed libc functions do
@@ -35,8 +36,8 @@ if [ -z "$CC" ] || [ ! -x "$CC" ] || [ ! -x "$OBJDUMP" ]; then
 fi
 
 # Every file with code a handler reaches.
-FILES=(async_walk cpu_sampler frame_walk sample_ring stack_map thread_dump thread_stack)
-ROOTS=(sigprof_handler dump_handler)
+FILES=(async_walk sigprof cpu_sampler frame_walk sample_ring stack_map thread_dump thread_stack)
+ROOTS=(sigprof_handler)
 # Outside our objects, only these: async-signal-safe or raw system calls.
 #   __errno_location  errno, saved and restored by each handler
 #   syscall           gettid, futex(FUTEX_WAKE): raw system calls
@@ -131,6 +132,6 @@ for opt in -O0 -O2; do
 done
 
 if [ "$status" = 0 ]; then
-    echo "check-signal-handlers: sigprof_handler and dump_handler call only their own code and ${ALLOW[*]} (-O0 and -O2)"
+    echo "check-signal-handlers: sigprof_handler (CPU samples, dump captures) calls only our own code and ${ALLOW[*]} (-O0 and -O2)"
 fi
 exit "$status"

@@ -129,7 +129,7 @@ func realtimeNanoseconds() -> Int64 { readClock(CLOCK_REALTIME) }
 func processCPUNanoseconds() -> Int64 { readClock(CLOCK_PROCESS_CPUTIME_ID) }
 func threadCPUNanoseconds() -> Int64 { readClock(CLOCK_THREAD_CPUTIME_ID) }
 
-private func readClock(_ clock: clockid_t) -> Int64 {
+func readClock(_ clock: clockid_t) -> Int64 {
     var ts = timespec()
     clock_gettime(clock, &ts)
     return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)

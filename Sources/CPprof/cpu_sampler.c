@@ -3,6 +3,8 @@
 // thread is sampled in proportion to the CPU it uses. The handler walks the
 // interrupted stack into the lock-free ring; the collector (Swift) drains it.
 // Falls back to the process-wide ITIMER_PROF where per-thread timers fail.
+// SIGPROF itself belongs to sigprof.c, which hands this file its signals
+// (cpprof_cpu_on_sigprof).
 #include "internal.h"
 #include <dirent.h>
 #include <errno.h>
@@ -29,11 +31,10 @@ static int64_t period_ns_cfg;
 static unsigned int jitter_seed;
 
 static _Atomic int32_t active_mode;    // cpprof_cpu_mode; read by the handler
-static int handler_installed;
-static struct sigaction previous_action;
 static int atfork_registered;
 
-static _Atomic uint64_t st_samples, st_dropped, st_unbounded, st_foreign, st_timer_errors, st_untimed;
+static _Atomic uint64_t st_samples, st_dropped, st_unbounded, st_timer_errors, st_untimed;
+static uint64_t foreign_at_start;      // cpprof_sigprof_foreign_count() when the session started
 static _Atomic int32_t st_handler_lost;
 
 static CPPROF_TLS int32_t cached_tid;
@@ -77,56 +78,27 @@ static int record_sample(uintptr_t pc, uintptr_t fp, uintptr_t sp, uint64_t weig
     return 1;
 }
 
-static void chain_previous(int sig, siginfo_t *info, void *uctx) {
-    atomic_fetch_add_explicit(&st_foreign, 1, memory_order_relaxed);
-    if (previous_action.sa_flags & SA_SIGINFO) {
-        if (previous_action.sa_sigaction != NULL) previous_action.sa_sigaction(sig, info, uctx);
-    } else if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN &&
-               previous_action.sa_handler != NULL) {
-        previous_action.sa_handler(sig);
-    }
-    // SIG_DFL would kill the process: a stray SIGPROF is ignored instead.
-}
-
-static void sigprof_handler(int sig, siginfo_t *info, void *uctx) {
-    int saved_errno = errno;
+// Called by the SIGPROF dispatcher (sigprof.c) for every SIGPROF, first.
+// Returns 1 if the signal came from our timers. Async-signal-safe.
+int cpprof_cpu_on_sigprof(siginfo_t *info, void *uctx) {
     int32_t mode = atomic_load_explicit(&active_mode, memory_order_acquire);
     int ours_thread = info != NULL && info->si_code == SI_TIMER && info->si_value.sival_int == timer_cookie;
     int ours_process = mode == CPPROF_CPU_PROCESS_TIMER && info != NULL && info->si_code == SI_KERNEL;
-    if (ours_thread || ours_process) {
-        if (mode != CPPROF_CPU_OFF) {
-            uintptr_t pc, fp, sp;
-            registers_from_context(uctx, &pc, &fp, &sp);
-            uint64_t weight = 1;
-            if (ours_thread && info->si_overrun > 0) weight += (uint64_t)info->si_overrun;
-            record_sample(pc, fp, sp, weight);
-        }
-        // A late signal from a deleted timer after stop: nothing to do.
-    } else {
-        chain_previous(sig, info, uctx);
+    if (!ours_thread && !ours_process) return 0;
+    if (mode != CPPROF_CPU_OFF) {
+        uintptr_t pc, fp, sp;
+        registers_from_context(uctx, &pc, &fp, &sp);
+        uint64_t weight = 1;
+        if (ours_thread && info->si_overrun > 0) weight += (uint64_t)info->si_overrun;
+        record_sample(pc, fp, sp, weight);
     }
-    errno = saved_errno;
+    // else: a late signal from a deleted timer after stop: nothing to do.
+    return 1;
 }
 
-// For bench_hooks.c: the handler exactly as installed, and the cookie our
-// timers' signals carry, so a benchmark can time the real recording path.
-cpprof_sigaction_fn cpprof_internal_sigprof_handler(void) { return sigprof_handler; }
+// For bench_hooks.c: the cookie our timers' signals carry, so a benchmark
+// can time the real recording path.
 int cpprof_internal_timer_cookie(void) { return timer_cookie; }
-
-static int install_handler(void) {
-    if (handler_installed) return 0;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = sigprof_handler;
-    // Every signal blocked while it runs: an application handler that
-    // siglongjmps out must not abandon ours half-way (a claimed ring cell, a
-    // counted-in stack-map reader). On the alternate stack where one exists.
-    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-    sigfillset(&sa.sa_mask);
-    if (sigaction(SIGPROF, &sa, &previous_action) != 0) return errno;
-    handler_installed = 1;
-    return 0;
-}
 
 static void after_fork_in_child(void) {
     // Timers are not inherited; forget ours without touching the kernel.
@@ -170,28 +142,6 @@ static int arm_thread_timer(int32_t tid, timer_t *out) {
     }
     *out = timer;
     return 0;
-}
-
-// Whether SIGPROF still reaches our handlers. Something else may have
-// installed its own or reset it to SIG_DFL, whose action kills the process:
-// then no timer of ours may stay armed.
-static cpprof_sigaction_fn current_sigprof_action(void) {
-    struct sigaction current;
-    if (sigaction(SIGPROF, NULL, &current) != 0 || !(current.sa_flags & SA_SIGINFO)) return NULL;
-    return current.sa_sigaction;
-}
-
-cpprof_sigaction_fn cpprof_internal_cpu_previous_handler(void) {
-    return (previous_action.sa_flags & SA_SIGINFO) ? previous_action.sa_sigaction : NULL;
-}
-
-// Our signals reach the CPU sampler's handler: directly, or through the dump
-// handler installed after it, which passes them on.
-int cpprof_sigprof_reaches_cpu_handler(void) {
-    cpprof_sigaction_fn current = current_sigprof_action();
-    if (current == sigprof_handler) return 1;
-    return current != NULL && current == cpprof_internal_dump_handler() &&
-           cpprof_internal_dump_previous_handler() == sigprof_handler;
 }
 
 // Each per-thread timer holds a queued-signal entry charged to the user's
@@ -239,7 +189,9 @@ static void stop_locked(void);
 
 static int sync_threads_locked(void) {
     if (atomic_load(&active_mode) == CPPROF_CPU_OFF) return 0;
-    if (!cpprof_sigprof_reaches_cpu_handler()) {
+    // Something else may have taken SIGPROF or reset it to SIG_DFL, whose
+    // action kills the process: then no timer of ours may stay armed.
+    if (!cpprof_sigprof_owned()) {
         atomic_store(&st_handler_lost, 1);
         stop_locked();
         return 0;
@@ -317,12 +269,12 @@ int cpprof_cpu_start(int64_t period_ns) {
     if (atomic_load(&active_mode) != CPPROF_CPU_OFF) { pthread_mutex_unlock(&session_lock); return EBUSY; }
     int err = cpprof_ring_init();
     if (err == 0) err = cpprof_stackmap_refresh();
-    if (err == 0) err = install_handler();
-    if (err == 0 && !cpprof_sigprof_reaches_cpu_handler()) err = EEXIST; // someone replaced our handler
+    if (err == 0) err = cpprof_sigprof_install();
+    if (err == 0 && !cpprof_sigprof_owned()) err = EEXIST; // someone replaced our handler
     if (err != 0) { pthread_mutex_unlock(&session_lock); return err; }
     if (!atfork_registered) { pthread_atfork(NULL, NULL, after_fork_in_child); atfork_registered = 1; }
     atomic_store(&st_samples, 0); atomic_store(&st_dropped, 0); atomic_store(&st_unbounded, 0);
-    atomic_store(&st_foreign, 0); atomic_store(&st_timer_errors, 0);
+    foreign_at_start = cpprof_sigprof_foreign_count(); atomic_store(&st_timer_errors, 0);
     atomic_store(&st_untimed, 0); atomic_store(&st_handler_lost, 0);
     period_ns_cfg = period_ns;
     jitter_seed = (unsigned int)time(NULL) ^ (unsigned int)getpid();
@@ -384,7 +336,6 @@ void cpprof_cpu_get_stats(cpprof_cpu_stats *out) {
     out->samples = atomic_load(&st_samples);
     out->dropped_ring_full = atomic_load(&st_dropped);
     out->stack_unbounded = atomic_load(&st_unbounded);
-    out->foreign_signals = atomic_load(&st_foreign);
     out->timer_errors = atomic_load(&st_timer_errors);
     out->stackmap_leaks = atomic_load(&cpprof_stackmap_leaks);
     out->mode = atomic_load(&active_mode);
@@ -392,6 +343,7 @@ void cpprof_cpu_get_stats(cpprof_cpu_stats *out) {
     // an unlocked read here was a data race (ThreadSanitizer).
     pthread_mutex_lock(&session_lock);
     out->timers = (int32_t)timer_count;
+    out->foreign_signals = cpprof_sigprof_foreign_count() - foreign_at_start;
     pthread_mutex_unlock(&session_lock);
     out->threads_without_timer = atomic_load(&st_untimed);
     out->handler_lost = atomic_load(&st_handler_lost);

@@ -23,6 +23,7 @@ void cpprof_ring_reset_after_fork(void);  // in a fork child only
 // --- stack_map.c: writable regions, to bound frame-pointer walks ---
 int cpprof_stackmap_refresh(void);    // not signal-safe; 0 or errno
 void cpprof_stackmap_clear(void);     // not signal-safe
+int cpprof_stackmap_ready(void);      // 1 if a snapshot exists
 void cpprof_stackmap_reset_after_fork(void); // in a fork child only
 // Finds the writable region holding `sp`; 1 and *end set if known. Async-signal-safe.
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end);
@@ -97,6 +98,7 @@ typedef struct cpprof_stack_copy {
     uint64_t stack_addr;      // address in the thread where the copy starts
     uint64_t stack_len;       // bytes copied
     const uint8_t *bytes;     // the copy
+    int only_sp_pc;           // 1: read from /proc; only rsp and rip are known
 } cpprof_stack_copy;
 // Starts a batch of unwinds (one dump): snapshots the loaded images, loads
 // libunwind on first use. Returns 1 if DWARF unwinding is available. Not
@@ -111,16 +113,53 @@ uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32
 // Bounds of the function holding addr, from its FDE (inside a batch). 1 if found.
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
 
-// --- cpu_sampler.c, for bench_hooks.c only ---
+// --- proc_capture.c: a blocked thread's registers and stack, no signal ---
+enum { CPPROF_PROC_BLOCKED = 0, CPPROF_PROC_RUNNING = 1, CPPROF_PROC_GONE = 2 };
+typedef struct cpprof_proc_regs { int64_t nr; uint64_t sp, pc; } cpprof_proc_regs;
+// The thread's CPU time in ns (moves whenever it runs); -1 if it is gone.
+int64_t cpprof_thread_cpu_ns(int32_t tid);
+// Reads TID/syscall under the open directory /proc/self/task: BLOCKED (and
+// *out set), RUNNING (on a CPU or runnable) or GONE (exited, unreadable).
+int cpprof_proc_syscall(int task_dir, int32_t tid, cpprof_proc_regs *out);
+// Copies [sp, sp + cap), cut at the end of sp's mapping, into dst with
+// process_vm_readv. Returns the bytes copied; 0 if nothing could be read.
+size_t cpprof_proc_copy_stack(uint64_t sp, uint8_t *dst, size_t cap);
+// 0 once process_vm_readv was refused (seccomp): callers signal instead.
+int cpprof_proc_available(void);
+struct cpprof_thread_info;
+// The tids in /proc/self/task (malloc'd into *out). 0 or errno.
+int cpprof_proc_list_tasks(int32_t **out, size_t *count);
+// Name, state letter and CPU time of a thread from TID/stat and its CPU clock.
+void cpprof_proc_read_stat(int32_t tid, struct cpprof_thread_info *info, long ticks_per_second);
+// Thread-directed pending and blocked signal sets from TID/status; 1 if read.
+int cpprof_proc_signal_sets(int32_t tid, uint64_t *pending, uint64_t *blocked);
+
+// --- dump_cache.c: stacks of threads that have not run since the last dump ---
+enum { CPPROF_CACHE_UNKNOWN = 0, CPPROF_CACHE_CHANGED = 1, CPPROF_CACHE_HIT = 2 };
+// HIT: *out is the entry of `tid`, captured when its CPU time read `cpu_ns`
+// (so it has not run since); CHANGED: known tid, it ran; UNKNOWN: new tid.
+int cpprof_dump_cache_lookup(int32_t tid, int64_t cpu_ns, struct cpprof_thread_info *out);
+// Records the threads of `infos` that have a stack. `whole_process`: every
+// live thread is in `infos` (the others are forgotten).
+void cpprof_dump_cache_store(const struct cpprof_thread_info *infos, size_t n, int whole_process);
+void cpprof_dump_cache_clear(void);
+
+// --- sigprof.c: the one owner of SIGPROF ---
 typedef void (*cpprof_sigaction_fn)(int, siginfo_t *, void *);
-cpprof_sigaction_fn cpprof_internal_sigprof_handler(void); // the SIGPROF handler itself
-int cpprof_internal_timer_cookie(void);                   // si_value of our timers' signals
-cpprof_sigaction_fn cpprof_internal_dump_handler(void);   // thread_dump.c's SIGPROF handler
-// The handlers each of ours passes foreign SIGPROFs to (NULL if not SA_SIGINFO).
-cpprof_sigaction_fn cpprof_internal_cpu_previous_handler(void);
-cpprof_sigaction_fn cpprof_internal_dump_previous_handler(void);
-// Whether SIGPROF, as installed now, still delivers our timers' signals to
-// the CPU sampler's handler (someone may have replaced or reset it).
-int cpprof_sigprof_reaches_cpu_handler(void);
+// Installs the dispatcher once (later calls: 0 at once). 0 or errno.
+int cpprof_sigprof_install(void);
+// 1 if SIGPROF, as installed now, still reaches the dispatcher (something
+// may have replaced it or reset it to SIG_DFL since).
+int cpprof_sigprof_owned(void);
+// SIGPROFs that were not ours, passed to the previous handler (or dropped).
+uint64_t cpprof_sigprof_foreign_count(void);
+// The dispatcher itself (benchmarks call it directly: bench_hooks.c).
+cpprof_sigaction_fn cpprof_internal_sigprof_handler(void);
+// The recognisers the dispatcher calls, in this order. Each returns 1 if the
+// signal was its own (and handles it), 0 otherwise. Async-signal-safe.
+int cpprof_cpu_on_sigprof(siginfo_t *info, void *uctx); // cpu_sampler.c
+int cpprof_dump_on_sigprof(siginfo_t *info, void *uctx); // thread_dump.c
+// si_value of the CPU timers' signals (cpu_sampler.c; bench_hooks.c fakes one).
+int cpprof_internal_timer_cookie(void);
 
 #endif

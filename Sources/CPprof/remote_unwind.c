@@ -183,6 +183,53 @@ static uint32_t walk_copy(unwind_ctx *ctx, uint64_t fp, uint64_t min_fp, uint64_
     return depth;
 }
 
+// --- a frame record above a frame whose rbp is unknown ----------------------
+//
+// A stack read from /proc (proc_capture.c) comes with rsp and rip only. CFI
+// unwinds glibc's frames from those two (their CFA is rsp-based, and any
+// callee-saved register they pushed, rbp included, is read back from the
+// copy). The first frame built with frame pointers whose rbp no libc frame
+// saved needs rbp for its CFA: there DWARF stops. Its frame record (saved
+// rbp, return address) is the lowest one above its sp, found by scanning the
+// copy for a pair whose return address lies in mapped code right after a
+// call instruction and whose saved rbp points higher up the same stack.
+
+#define SCAN_BYTES 16384
+
+// 1 if the bytes before `ret` end with a call instruction (E8 rel32, or FF /2
+// in its register, memory and displacement forms, REX prefix or not).
+static int follows_call(uint64_t ret) {
+    if (ret < 8 || find_text((uintptr_t)ret) == NULL) return 0;
+    uint8_t code[8];
+    if (safe_read((uintptr_t)ret - 8, code, sizeof code) != 0) return 0;
+    if (code[8 - 5] == 0xE8) return 1;
+    for (int k = 2; k <= 7; k++) {
+        uint8_t op = code[8 - k], modrm = code[8 - k + 1];
+        if (op == 0xFF && ((modrm >> 3) & 7) == 2) return 1;
+    }
+    return 0;
+}
+
+static int find_frame_record(unwind_ctx *ctx, uint64_t sp, uint64_t *fp_out) {
+    const cpprof_stack_copy *c = ctx->copy;
+    uint64_t end = c->stack_addr + c->stack_len;
+    uint64_t limit = sp + SCAN_BYTES < end ? sp + SCAN_BYTES : end;
+    for (uint64_t at = (sp + 7) & ~(uint64_t)7; at + 16 <= limit; at += 8) {
+        uint64_t frame[2];
+        if (read_stack(ctx, (uintptr_t)at, frame, sizeof frame) != 0) break;
+        if (frame[0] <= at || frame[0] >= end + (1u << 20) || (frame[0] & 7) != 0) continue;
+        if (!follows_call(frame[1])) continue;
+        // One more link, where the copy has it: the caller's record too.
+        uint64_t next[2];
+        if (frame[0] + 16 <= end && read_stack(ctx, (uintptr_t)frame[0], next, sizeof next) == 0 &&
+            next[1] != 0 && !follows_call(next[1]))
+            continue;
+        *fp_out = at;
+        return 1;
+    }
+    return 0;
+}
+
 // --- libunwind --------------------------------------------------------------
 
 static int dwarf_enabled = 1;
@@ -419,6 +466,10 @@ uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32
     if (!finished && depth < max) {
         uint32_t before = depth;
         depth = walk_copy(&ctx, fp, min_fp, pcs, depth, max);
+        // rbp was never known (a /proc read) or never restored: look for the record.
+        uint64_t found = 0;
+        if (depth == before && copy->only_sp_pc && find_frame_record(&ctx, min_fp, &found))
+            depth = walk_copy(&ctx, found, min_fp, pcs, depth, max);
         if (depth > before || *unwinder == CPPROF_UNWIND_NONE)
             *unwinder = *unwinder == CPPROF_UNWIND_DWARF ? CPPROF_UNWIND_DWARF_THEN_FP : CPPROF_UNWIND_FRAME_POINTERS;
     }

@@ -93,6 +93,8 @@ int cpprof_stackmap_refresh(void) {
     return 0;
 }
 
+int cpprof_stackmap_ready(void) { return atomic_load(&current) != NULL; }
+
 void cpprof_stackmap_clear(void) {
     release(atomic_exchange(&current, NULL));
 }

@@ -1,8 +1,11 @@
-// Thread dumps. The dumper queues SIGPROF (see ensure_signal) to every thread
-// listed in /proc/self/task; each thread's handler copies its registers and the top
-// of its own stack into a slot reserved for it, then marks the slot done.
-// The dumper waits with a deadline, gives up on threads that did not answer,
-// and unwinds the copies afterwards, outside any signal handler.
+// Thread dumps. For every thread listed in /proc/self/task: a thread blocked
+// in the kernel is left alone, its stack read from /proc and process_vm_readv
+// (proc_capture.c), so no sleep, poll or read of the app returns early; a
+// thread on a CPU is sent SIGPROF (see ensure_signal), and its handler copies
+// its registers and the top of its own stack into a slot reserved for it,
+// then marks the slot done. The dumper waits with a deadline, gives up on
+// threads that did not answer, and unwinds the copies afterwards, outside any
+// signal handler.
 //
 // Slots live in chunks that are mapped once and never unmapped, so a handler
 // that runs late (its thread was stuck when the dump ended) can only write
@@ -51,6 +54,7 @@ typedef struct dump_slot {
     uint64_t stack_addr;
     uint64_t stack_len;
     int64_t handler_ns;              // time the handler took
+    int only_sp_pc;                  // read from /proc: only rsp and rip known
     uint8_t *copy;                   // CPPROF_THREAD_STACK_COPY bytes, fixed
     cpprof_async_capture async;      // awaiting callers, read live by the handler
     uint64_t walk[CPPROF_THREAD_MAX_FRAMES]; // the handler's scratch for finding them
@@ -65,10 +69,8 @@ static _Atomic(slot_chunk *) chunks[MAX_CHUNKS];
 
 static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int dump_signal;                 // 0: not chosen yet; -1: none free
-static struct sigaction previous_action;
 static uint64_t generation;
 static _Atomic uint32_t wake_word;
-static _Atomic uint64_t foreign_signals;
 static int atfork_registered;
 // Threads that did not answer the last dump: checked before signalling them
 // again, so a thread that blocks the signal does not cost every dump its
@@ -155,6 +157,7 @@ static void capture_context(dump_slot *s, const ucontext_t *uc) {
                              CPPROF_THREAD_MAX_FRAMES, CPPROF_ASYNC_READ_SNAPSHOT, &s->async);
     s->stack_addr = sp;
     s->stack_len = len;
+    s->only_sp_pc = 0;
 }
 
 static dump_slot *slot_at(uint64_t idx) {
@@ -163,19 +166,9 @@ static dump_slot *slot_at(uint64_t idx) {
     return c ? &c->slots[idx % SLOTS_PER_CHUNK] : NULL;
 }
 
-static void chain_previous(int sig, siginfo_t *info, void *uctx) {
-    atomic_fetch_add_explicit(&foreign_signals, 1, memory_order_relaxed);
-    if (previous_action.sa_flags & SA_SIGINFO) {
-        if (previous_action.sa_sigaction != NULL) previous_action.sa_sigaction(sig, info, uctx);
-    } else if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN &&
-               previous_action.sa_handler != NULL) {
-        previous_action.sa_handler(sig);
-    }
-    // SIG_DFL would terminate the process: a stray SIGPROF is dropped instead.
-}
-
-static void dump_handler(int sig, siginfo_t *info, void *uctx) {
-    int saved_errno = errno;
+// Called by the SIGPROF dispatcher (sigprof.c) for SIGPROFs that are not the
+// CPU sampler's. Returns 1 if the signal is a dump's. Async-signal-safe.
+int cpprof_dump_on_sigprof(siginfo_t *info, void *uctx) {
     int ours = 0;
     if (info != NULL && info->si_code == SI_QUEUE) {
         uint64_t v = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
@@ -196,8 +189,7 @@ static void dump_handler(int sig, siginfo_t *info, void *uctx) {
             }
         }
     }
-    if (!ours) chain_previous(sig, info, uctx);
-    errno = saved_errno;
+    return ours;
 }
 
 // --- setup (dumper side, under dump_lock) ----------------------------------
@@ -206,43 +198,19 @@ static void after_fork_in_child(void) {
     pthread_mutex_init(&dump_lock, NULL);
     stuck_count = 0;
     cpprof_unwind_reset_after_fork();
+    cpprof_dump_cache_clear(); // the parent's threads
 }
 
-cpprof_sigaction_fn cpprof_internal_dump_handler(void) { return dump_handler; }
-
-cpprof_sigaction_fn cpprof_internal_dump_previous_handler(void) {
-    return (previous_action.sa_flags & SA_SIGINFO) ? previous_action.sa_sigaction : NULL;
-}
-
-// Dump signals reach the dump handler: directly, or through the CPU
-// sampler's handler installed after it, which passes them on.
-static int sigprof_reaches_dump_handler(void) {
-    struct sigaction current;
-    if (sigaction(SIGPROF, NULL, &current) != 0 || !(current.sa_flags & SA_SIGINFO)) return 0;
-    if (current.sa_sigaction == dump_handler) return 1;
-    return current.sa_sigaction == cpprof_internal_sigprof_handler() &&
-           cpprof_internal_cpu_previous_handler() == dump_handler;
-}
-
-// Installs the handler on SIGPROF, once. SIGPROF, not a real-time signal:
-// libdispatch blocks every signal but SIGPROF and the synchronous fault
-// signals in its worker threads (the Swift concurrency pool among them), and
-// threads they create inherit that mask, so a real-time signal would reach
-// none of them. Dump signals carry SI_QUEUE and a magic si_value; every other
-// SIGPROF is passed to the handler installed before ours (the CPU sampler's,
-// which in turn passes ours on if it was installed after us). Caller holds
-// dump_lock.
+// Makes sure SIGPROF reaches us (sigprof.c installs it once). SIGPROF, not a
+// real-time signal: libdispatch blocks every signal but SIGPROF and the
+// synchronous fault signals in its worker threads (the Swift concurrency pool
+// among them), and threads they create inherit that mask, so a real-time
+// signal would reach none of them. Dump signals carry SI_QUEUE and a magic
+// si_value. Caller holds dump_lock.
 static int ensure_signal(void) {
     int sig = atomic_load(&dump_signal);
     if (sig != 0) return sig;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = dump_handler;
-    // All signals blocked while it runs (a siglongjmp out of an application
-    // handler must not abandon a half-written slot); alternate stack if any.
-    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-    sigfillset(&sa.sa_mask);
-    if (sigaction(SIGPROF, &sa, &previous_action) != 0) {
+    if (cpprof_sigprof_install() != 0) {
         atomic_store(&dump_signal, -1);
         return -1;
     }
@@ -291,98 +259,6 @@ static dump_slot *take_slot(uint64_t gen, uint32_t *cursor, uint32_t *idx_out) {
     return NULL;
 }
 
-// --- /proc ------------------------------------------------------------------
-
-static ssize_t read_small_file(const char *path, char *buf, size_t cap) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    size_t n = 0;
-    while (n + 1 < cap) {
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        n += (size_t)r;
-    }
-    close(fd);
-    buf[n] = 0;
-    return (ssize_t)n;
-}
-
-static int list_tasks(int32_t **out, size_t *count) {
-    DIR *dir = opendir("/proc/self/task");
-    if (dir == NULL) return errno ? errno : EIO;
-    size_t n = 0, cap = 64;
-    int32_t *tids = malloc(cap * sizeof *tids);
-    struct dirent *e;
-    while (tids != NULL && (e = readdir(dir)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-        if (n == cap) {
-            int32_t *bigger = realloc(tids, cap * 2 * sizeof *tids);
-            if (bigger == NULL) { free(tids); tids = NULL; break; }
-            tids = bigger;
-            cap *= 2;
-        }
-        tids[n++] = (int32_t)strtol(e->d_name, NULL, 10);
-    }
-    closedir(dir);
-    if (tids == NULL) return ENOMEM;
-    *out = tids;
-    *count = n;
-    return 0;
-}
-
-// Name, state letter and CPU time from /proc/self/task/TID/stat.
-static void read_stat(int32_t tid, cpprof_thread_info *info, long ticks_per_second) {
-    char path[64], buf[1024];
-    info->state = '?';
-    info->cpu_ns = -1;
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-    if (read_small_file(path, buf, sizeof buf) <= 0) return;
-    char *open_paren = strchr(buf, '(');
-    char *close_paren = strrchr(buf, ')'); // the name may itself contain ')'
-    if (open_paren == NULL || close_paren == NULL || close_paren < open_paren) return;
-    size_t len = (size_t)(close_paren - open_paren - 1);
-    if (len > sizeof info->name - 1) len = sizeof info->name - 1;
-    memcpy(info->name, open_paren + 1, len);
-    info->name[len] = 0;
-    char *p = close_paren + 1;
-    while (*p == ' ') p++;
-    if (*p == 0) return;
-    info->state = *p++;
-    // Fields after the state: ppid pgrp session tty_nr tpgid flags minflt
-    // cminflt majflt cmajflt utime stime (fields 4..15 of proc(5)).
-    unsigned long long fields[12];
-    int k = 0;
-    while (k < 12) {
-        while (*p == ' ') p++;
-        if (*p == 0) break;
-        char *next;
-        fields[k++] = strtoull(p, &next, 10);
-        if (next == p) break;
-        p = next;
-    }
-    if (k == 12 && ticks_per_second > 0)
-        info->cpu_ns = (int64_t)((fields[10] + fields[11]) * (1000000000ULL / (unsigned long long)ticks_per_second));
-    // The same sum, to the nanosecond, from the thread's CPU clock.
-    struct timespec ts;
-    clockid_t clock = (clockid_t)((~(uint32_t)tid) << 3) | 6; // MAKE_THREAD_CPUCLOCK(tid, SCHED)
-    if (clock_gettime(clock, &ts) == 0)
-        info->cpu_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-// Thread-directed pending and blocked signal sets from .../status.
-static int read_signal_sets(int32_t tid, uint64_t *pending, uint64_t *blocked) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
-    if (read_small_file(path, buf, sizeof buf) <= 0) return 0;
-    char *p = strstr(buf, "\nSigPnd:");
-    char *b = strstr(buf, "\nSigBlk:");
-    if (p == NULL || b == NULL) return 0;
-    *pending = strtoull(p + 8, NULL, 16);
-    *blocked = strtoull(b + 8, NULL, 16);
-    return 1;
-}
-
 static inline uint64_t sig_bit(int sig) { return 1ULL << (sig - 1); }
 
 static int was_stuck(int32_t tid) {
@@ -414,8 +290,45 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
     return 0;
 }
 
+// Reads a blocked thread's stack without a signal (proc_capture.c) into its
+// slot, armed for this dump and claimed here (no signal was sent for it).
+// 0 if the thread is running, gone, or kept running while we read.
+static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen, int64_t *cpu_ns) {
+    uint64_t armed = pack_state(gen, PHASE_ARMED);
+    if (!atomic_compare_exchange_strong(&s->state, &armed, pack_state(gen, PHASE_WRITING))) return 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int64_t before = cpprof_thread_cpu_ns(tid);
+        cpprof_proc_regs r;
+        if (before < 0 || cpprof_proc_syscall(task_dir, tid, &r) != CPPROF_PROC_BLOCKED) break;
+        size_t len = cpprof_proc_copy_stack(r.sp, s->copy, CPPROF_THREAD_STACK_COPY);
+        if (len == 0) break;
+        // It ran meanwhile: the copy may mix two moments. Try again.
+        if (cpprof_thread_cpu_ns(tid) != before) continue;
+        memset(s->regs, 0, sizeof s->regs);
+        s->regs[CPPROF_REG_RSP] = r.sp;
+        s->regs[CPPROF_REG_RIP] = r.pc;
+        s->stack_addr = r.sp & ~(uint64_t)7;
+        s->stack_len = len;
+        s->handler_ns = 0;
+        s->only_sp_pc = 1;
+        *cpu_ns = before;
+        // [ASYNC CHAIN] Once async stacks land (issue 9), the async context
+        // chain of this thread is read here, while it is confirmed blocked,
+        // from the copy's async frame (fp - 8) with process_vm_readv.
+        atomic_store_explicit(&s->state, pack_state(gen, PHASE_DONE), memory_order_release);
+        return 1;
+    }
+    atomic_store(&s->state, pack_state(gen, PHASE_ARMED));
+    return 0;
+}
+
 int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *count,
                         cpprof_thread_dump_stats *stats) {
+    return cpprof_threads_sample(NULL, 0, deadline_ms, out, count, stats);
+}
+
+int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadline_ms,
+                          cpprof_thread_info **out, size_t *count, cpprof_thread_dump_stats *stats) {
     if (out == NULL || count == NULL) return EINVAL;
     *out = NULL;
     *count = 0;
@@ -426,11 +339,18 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     int sig = ensure_signal();
     // If SIGPROF was reset to SIG_DFL or taken by another handler, our
     // signals would kill the process or go astray: no dump.
-    if (sig > 0 && !sigprof_reaches_dump_handler()) { pthread_mutex_unlock(&dump_lock); return EEXIST; }
+    if (sig > 0 && !cpprof_sigprof_owned()) { pthread_mutex_unlock(&dump_lock); return EEXIST; }
     int32_t *tids = NULL;
     size_t n = 0;
-    int err = list_tasks(&tids, &n);
-    if (err != 0) { pthread_mutex_unlock(&dump_lock); return err; }
+    if (only != NULL) {
+        tids = malloc((only_count ? only_count : 1) * sizeof *tids);
+        if (tids == NULL) { pthread_mutex_unlock(&dump_lock); return ENOMEM; }
+        memcpy(tids, only, only_count * sizeof *tids);
+        n = only_count;
+    } else {
+        int err = cpprof_proc_list_tasks(&tids, &n);
+        if (err != 0) { pthread_mutex_unlock(&dump_lock); return err; }
+    }
     cpprof_thread_info *infos = calloc(n ? n : 1, sizeof *infos);
     dump_slot **slots = calloc(n ? n : 1, sizeof *slots);
     uint64_t *values = calloc(n ? n : 1, sizeof *values);
@@ -444,14 +364,26 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     const pid_t pid = getpid();
     const int32_t self = (int32_t)syscall(SYS_gettid);
     const long ticks = sysconf(_SC_CLK_TCK);
+    // A thread that has not run since the last dump keeps that dump's stack
+    // (dump_cache.c): nothing is read for it. Names and states of the others.
+    uint32_t unchanged = 0;
+    int new_threads = 0;
     for (size_t i = 0; i < n; i++) {
+        int64_t cpu = cpprof_thread_cpu_ns(tids[i]);
+        int cached = tids[i] == self ? CPPROF_CACHE_CHANGED : cpprof_dump_cache_lookup(tids[i], cpu, &infos[i]);
+        if (cached == CPPROF_CACHE_HIT) { unchanged++; continue; }
+        if (cached == CPPROF_CACHE_UNKNOWN) new_threads = 1;
         infos[i].tid = tids[i];
         infos[i].status = CPPROF_THREAD_TIMED_OUT;
-        read_stat(tids[i], &infos[i], ticks);
+        cpprof_proc_read_stat(tids[i], &infos[i], ticks);
+        // The key of the cache: the CPU time before the capture.
+        infos[i].cpu_ns = cpu;
+        if (cpu < 0) infos[i].status = CPPROF_THREAD_EXITED;
     }
     free(tids);
-    // Stacks of every listed thread are mapped by now.
-    cpprof_stackmap_refresh();
+    // Stacks of every listed thread are mapped by now; threads known from the
+    // last dump were in the map then (their stacks stay mapped while they live).
+    if (new_threads || !cpprof_stackmap_ready()) cpprof_stackmap_refresh();
 
     generation = (generation + 1) & GEN_MASK;
     if (generation == 0) generation = 1;
@@ -459,6 +391,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
     uint32_t cursor = 0;
     uint32_t highest_slot = 0;
     for (size_t i = 0; i < n; i++) {
+        if (infos[i].unchanged || infos[i].status == CPPROF_THREAD_EXITED) continue;
         uint32_t idx;
         dump_slot *s = take_slot(gen, &cursor, &idx);
         if (s == NULL) { infos[i].status = CPPROF_THREAD_NO_SLOT; continue; }
@@ -469,6 +402,8 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
 
     int64_t t_capture = now_ns();
     size_t npending = 0;
+    uint32_t read_blocked = 0, signalled = 0;
+    int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     for (size_t i = 0; i < n; i++) {
         dump_slot *s = slots[i];
         if (s == NULL) continue;
@@ -481,22 +416,31 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
             infos[i].status = CPPROF_THREAD_SELF;
             continue;
         }
+        // Blocked in the kernel: read, not interrupted.
+        if (task_dir >= 0 && cpprof_proc_available() &&
+            capture_blocked(task_dir, infos[i].tid, s, gen, &infos[i].cpu_ns)) {
+            infos[i].status = CPPROF_THREAD_READ_BLOCKED;
+            read_blocked++;
+            continue;
+        }
         if (sig <= 0) { infos[i].status = CPPROF_THREAD_SEND_FAILED; continue; }
         if (was_stuck(infos[i].tid)) {
             uint64_t sigpnd = 0, sigblk = 0;
-            if (read_signal_sets(infos[i].tid, &sigpnd, &sigblk) && (sigblk & sig_bit(sig))) {
+            if (cpprof_proc_signal_sets(infos[i].tid, &sigpnd, &sigblk) && (sigblk & sig_bit(sig))) {
                 infos[i].status = CPPROF_THREAD_BLOCKED;
                 continue;
             }
         }
         int e = send_dump_signal(pid, infos[i].tid, sig, values[i]);
-        if (e == 0) pending[npending++] = i;
+        if (e == 0) { pending[npending++] = i; signalled++; }
         else infos[i].status = e == ESRCH ? CPPROF_THREAD_EXITED : CPPROF_THREAD_SEND_FAILED;
     }
 
+    if (task_dir >= 0) close(task_dir);
+
     // Wait for the answers, at most until the deadline.
     const int64_t deadline = t_capture + (int64_t)deadline_ms * 1000000LL;
-    int64_t last_answer = t_capture;
+    int64_t last_answer = now_ns(); // blocked threads are read by now
     int64_t next_resend = t_capture + RESEND_NS;
     for (;;) {
         uint32_t seen = atomic_load_explicit(&wake_word, memory_order_acquire);
@@ -569,7 +513,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         int32_t st = infos[i].status;
         if (st == CPPROF_THREAD_TIMED_OUT) {
             uint64_t sigpnd = 0, sigblk = 0;
-            if (!read_signal_sets(infos[i].tid, &sigpnd, &sigblk)) infos[i].status = CPPROF_THREAD_EXITED;
+            if (!cpprof_proc_signal_sets(infos[i].tid, &sigpnd, &sigblk)) infos[i].status = CPPROF_THREAD_EXITED;
             else if (sig > 0 && (sigblk & sig_bit(sig))) infos[i].status = CPPROF_THREAD_BLOCKED;
         }
         st = infos[i].status;
@@ -584,12 +528,20 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
 
     // Unwind the copies, outside any handler.
     int64_t t_unwind = now_ns();
-    int have_dwarf = cpprof_unwind_begin();
+    // Images are listed and libunwind readied only when a stack needs unwinding.
+    int need_unwind = 0;
+    for (size_t i = 0; i < n && !need_unwind; i++) {
+        int32_t st = infos[i].status;
+        need_unwind = !infos[i].unchanged && (st == CPPROF_THREAD_ANSWERED || st == CPPROF_THREAD_SELF ||
+                                              st == CPPROF_THREAD_READ_BLOCKED);
+    }
+    int have_dwarf = need_unwind ? cpprof_unwind_begin() : 0;
     uint32_t answered = 0;
     int64_t handler_max = 0, handler_sum = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t st = infos[i].status;
-        if (st != CPPROF_THREAD_ANSWERED && st != CPPROF_THREAD_SELF) continue;
+        if (st != CPPROF_THREAD_ANSWERED && st != CPPROF_THREAD_SELF && st != CPPROF_THREAD_READ_BLOCKED) continue;
+        if (infos[i].unchanged) { answered++; continue; } // the last dump's stack
         dump_slot *s = slots[i];
         if (atomic_load_explicit(&s->state, memory_order_acquire) != pack_state(gen, PHASE_DONE)) {
             infos[i].status = CPPROF_THREAD_TIMED_OUT;
@@ -600,6 +552,7 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         copy.stack_addr = s->stack_addr;
         copy.stack_len = s->stack_len;
         copy.bytes = s->copy;
+        copy.only_sp_pc = s->only_sp_pc;
         infos[i].stack_bytes = s->stack_len;
         if (st == CPPROF_THREAD_ANSWERED) {
             handler_sum += s->handler_ns;
@@ -610,7 +563,8 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         cpprof_async_splice(infos[i].pcs, &infos[i].depth, CPPROF_THREAD_MAX_FRAMES, &s->async);
         answered++;
     }
-    cpprof_unwind_end();
+    if (need_unwind) cpprof_unwind_end();
+    cpprof_dump_cache_store(infos, n, only == NULL);
     int64_t t_end = now_ns();
 
     // Give the copied pages back. A late handler writing meanwhile is
@@ -636,6 +590,9 @@ int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *c
         stats->lingering = lingering;
         stats->handler_max_ns = handler_max;
         stats->handler_total_ns = handler_sum;
+        stats->read_blocked = read_blocked;
+        stats->signalled = signalled;
+        stats->unchanged = unchanged;
     }
     free(slots);
     free(values);

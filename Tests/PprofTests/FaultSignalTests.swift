@@ -150,6 +150,41 @@ struct FaultSignalChainTests {
     }
 }
 
+// MARK: - A stray SIGPROF right after start()
+
+@Suite("Faults: a SIGPROF the library did not send")
+struct FaultStraySignalTests {
+    @Test("kill -PROF right after PprofServer.start(), before any profile or dump: the process lives and serves")
+    func straySignalAfterStart() throws {
+        // A fresh process: SIGPROF still has its default action (terminate).
+        let outcome = try ChildProcessTest.run(filter: "straySignalScenario", scenario: "stray-sigprof", timeoutSeconds: 60)
+        #expect(outcome.signal == nil, "the child died of signal \(String(describing: outcome.signal)):\n\(outcome.output.suffix(4000))")
+        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), timed out \(outcome.timedOut)\n\(outcome.output.suffix(4000))")
+        #expect(outcome.output.contains("straySignalScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(4000))")
+    }
+
+    /// Run by `straySignalAfterStart` in a child process.
+    @Test(.enabled(if: ChildProcessTest.scenario == "stray-sigprof"))
+    func straySignalScenario() throws {
+        var current = sigaction()
+        sigaction(SIGPROF, nil, &current)
+        try #require(current.__sigaction_handler.sa_handler == nil, "SIGPROF is not at its default action: the test proves nothing")
+        let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+        defer { server.stop() }
+        // Process-directed (kill), thread-directed (pthread_kill) and queued
+        // (sigqueue, with a value that is not a dump's) SIGPROFs.
+        for _ in 0..<3 {
+            kill(getpid(), SIGPROF)
+            pthread_kill(pthread_self(), SIGPROF)
+            sigqueue(getpid(), SIGPROF, sigval(sival_int: 7))
+        }
+        usleep(100_000)
+        let port = try #require(server.port)
+        #expect(try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+        print("straySignalScenario: done")
+    }
+}
+
 // MARK: - Threads that block SIGPROF; fork()
 
 extension CPUSamplingTests {

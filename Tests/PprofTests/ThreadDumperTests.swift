@@ -234,6 +234,12 @@ extension CPUSamplingTests {
                 ("sleep", "td-sleep", "sleeping"),
                 ("busy", "td-busy", "running"),
             ]
+            // The blocked ones were read from /proc, not signalled; the busy one was signalled.
+            for role in ["condwait", "read", "sleep"] {
+                let tid = try #require(registry.tid(role))
+                #expect(byTid[tid]?.status == .readWhileBlocked, "\(role): \(String(describing: byTid[tid]?.status))")
+            }
+            #expect(byTid[try #require(registry.tid("busy"))]?.status == .answered)
             for e in expectations {
                 let tid = try #require(registry.tid(e.role))
                 let snap = try #require(byTid[tid], "thread \(e.name) missing from the dump")
@@ -310,19 +316,37 @@ extension CPUSamplingTests {
             let shallow = dumped.filter { $0.stack.count < 4 }
             #expect(shallow.isEmpty, "\(shallow.count) stacks shorter than 4 frames")
             print("thread dump: \(snapshots.count) threads in \(ms) ms (prepare \(stats.prepare_ns / 1000) us, capture \(stats.capture_ns / 1000) us, unwind \(stats.unwind_ns / 1000) us)")
+            #expect(stats.read_blocked >= 490, "\(stats.read_blocked) of 500 parked threads read from /proc; signalled \(stats.signalled)")
+
+            // They have not run since: the next dump reuses their stacks and reads nothing for them.
+            let again = Date.now
+            let (second, stats2) = ThreadDumper.dumpWithStats(deadlineMilliseconds: 2000)
+            print("thread dump again: \(second.count) threads in \(Date.now.timeIntervalSince(again) * 1000) ms, \(stats2.unchanged) unchanged")
+            #expect(stats2.unchanged >= 490, "\(stats2.unchanged) unchanged")
+            let before = Dictionary(dumped.map { ($0.tid, $0.stack) }, uniquingKeysWith: { a, _ in a })
+            let changed = second.filter { mine.contains($0.tid) && before[$0.tid] != $0.stack }
+            #expect(changed.isEmpty, "\(changed.count) stacks differ")
         }
 
         @Test func threadThatBlocksTheSignalIsReportedWithinTheDeadline() throws {
             let gate = Gate()
             let registry = Registry()
+            // On a CPU, so only a signal could capture it, and it blocks that signal.
             let thread = spawn {
                 cpprof_set_thread_name("td-blocker")
                 _ = cpprof_threads_block_signal_for_testing(1)
                 registry.record("blocker", marker: 0)
-                gate.wait()
+                while !gate.spinStop.load(ordering: .relaxed) {}
             }
-            defer { gate.openGate(); pthread_join(thread, nil) }
-            #expect(waitUntil { registry.count == 1 })
+            // Blocks the signal too, but sleeps: read from /proc, it needs none.
+            let sleeper = spawn {
+                cpprof_set_thread_name("td-blk-sleep")
+                _ = cpprof_threads_block_signal_for_testing(1)
+                blockInSleep(gate, registry)
+            }
+            defer { gate.openGate(); pthread_join(thread, nil); pthread_join(sleeper, nil) }
+            #expect(waitUntil { registry.count == 2 })
+            usleep(50_000)
             let tid = try #require(registry.tid("blocker"))
 
             let deadline = 100
@@ -338,6 +362,10 @@ extension CPUSamplingTests {
             #expect(ms < 10_000, "dump took \(ms) ms with a \(deadline) ms deadline")
             // Everyone else still answered.
             #expect(snapshots.filter { $0.tid != tid && $0.status == .timedOut }.isEmpty)
+
+            let sleeping = try #require(snapshots.first { $0.tid == registry.tid("sleep") })
+            #expect(sleeping.status == .readWhileBlocked)
+            #expect(stack(sleeping.stack, passesThroughFunctionAt: try #require(registry.marker("sleep"))))
 
             // The next dump knows it is blocked (from its SigBlk): still reported so.
             let second = ThreadDumper.dump(deadlineMilliseconds: deadline)

@@ -59,6 +59,13 @@ size_t cpprof_cpu_drain(cpprof_sample *out, size_t max);
 /// The handler stays installed so that a signal still pending is harmless.
 void cpprof_cpu_stop(void);
 
+/// Installs the library's SIGPROF handler now (once per process; later
+/// calls return 0 at once). From then on a SIGPROF the library did not send
+/// is passed to the handler that was installed before it (the application's),
+/// or dropped if there was none: it never kills the process. Called by
+/// PprofServer.start(). Returns 0 or an errno from sigaction.
+int cpprof_sigprof_prepare(void);
+
 /// Reads the counters of the current (or last) session.
 void cpprof_cpu_get_stats(cpprof_cpu_stats *out);
 

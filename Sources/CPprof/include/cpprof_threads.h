@@ -12,8 +12,11 @@ extern "C" {
 // Thread dumps: every thread of the process, its name, scheduler state, CPU
 // time and stack, captured within one short window.
 //
-// How: SIGPROF, marked as ours (SI_QUEUE and a magic si_value), is queued to
-// each thread in /proc/self/task; its handler copies the interrupted registers and the top
+// How: a thread blocked in the kernel is not disturbed: its stack pointer and
+// PC come from /proc/self/task/TID/syscall and its stack is copied with
+// process_vm_readv, checked against its CPU clock (it did not run meanwhile).
+// SIGPROF, marked as ours (SI_QUEUE and a magic si_value), is queued to
+// each other thread; its handler copies the interrupted registers and the top
 // of the thread's stack (at most CPPROF_THREAD_STACK_COPY bytes, never past
 // its stack region) into a preallocated slot. After the window closes, the
 // copies are unwound with libunwind's remote API (DWARF CFI, so threads
@@ -38,6 +41,7 @@ typedef enum cpprof_thread_status {
     CPPROF_THREAD_SEND_FAILED = 5,   // the kernel refused the signal (EAGAIN...)
     CPPROF_THREAD_STILL_PENDING = 6, // reserved
     CPPROF_THREAD_NO_SLOT = 7,       // more threads than CPPROF_THREAD_MAX_THREADS
+    CPPROF_THREAD_READ_BLOCKED = 8,  // blocked in the kernel: stack read from /proc, no signal
 } cpprof_thread_status;
 
 /// Most threads one dump captures; further threads are listed as NO_SLOT.
@@ -60,7 +64,7 @@ typedef struct cpprof_thread_info {
     char state;            // letter from /proc/self/task/TID/stat; '?' if unknown
     uint8_t unwinder;      // cpprof_unwinder
     uint8_t truncated;     // 1 if the stack was cut (depth limit or copy size)
-    uint8_t reserved;
+    uint8_t unchanged;     // 1: it had not run since the previous dump, whose stack this is
     uint32_t depth;        // valid entries in pcs
     uint64_t stack_bytes;  // bytes of stack copied
     uint64_t pcs[CPPROF_THREAD_MAX_FRAMES]; // pcs[0]: interrupted PC; then return addresses
@@ -79,6 +83,9 @@ typedef struct cpprof_thread_dump_stats {
     uint64_t lingering;      // handlers still writing when the dump gave up on them
     int64_t handler_max_ns;  // longest time one thread spent in the dump handler
     int64_t handler_total_ns;// time all answering threads spent in it
+    uint32_t read_blocked;   // threads read from /proc while blocked (not signalled)
+    uint32_t signalled;      // threads sent a dump signal
+    uint32_t unchanged;      // threads that had not run since the previous dump: nothing read
 } cpprof_thread_dump_stats;
 
 /// Dumps every thread of the process. Dumps are serialized: a concurrent
@@ -88,6 +95,12 @@ typedef struct cpprof_thread_dump_stats {
 /// otherwise an errno value. `stats` may be NULL.
 int cpprof_threads_dump(int32_t deadline_ms, cpprof_thread_info **out, size_t *count,
                         cpprof_thread_dump_stats *stats);
+
+/// Same as cpprof_threads_dump, for the threads `tids` only (a wall-clock
+/// profile's tick: the caller keeps the list and refreshes it now and then).
+/// Threads that exited are reported as CPPROF_THREAD_EXITED.
+int cpprof_threads_sample(const int32_t *tids, size_t count_in, int32_t deadline_ms,
+                          cpprof_thread_info **out, size_t *count, cpprof_thread_dump_stats *stats);
 
 void cpprof_threads_free(cpprof_thread_info *infos);
 

@@ -39,6 +39,8 @@ enum IndexPage {
             </table>
             <a href="goroutine?debug=2">full goroutine stack dump</a>
             <br>
+            <a href="../fgprof?seconds=10">wall-clock profile of every thread, on a CPU or waiting (/debug/fgprof, 10 s; format=folded for collapsed stacks)</a>
+            <br>
             <p>
             Profile Descriptions:
             <ul>

@@ -34,6 +34,10 @@ struct PprofEndpoints: Sendable {
     /// `isCancelled` tells a long request (a CPU profile) that its client left.
     func handle(_ request: HTTPRequest, isCancelled: @escaping () -> Bool = { false }) -> HTTPResponse {
         let path = request.path
+        if path == FgprofEndpoint.path {
+            guard request.method == "GET" || request.method == "HEAD" else { return .methodNotAllowed(allow: "GET, HEAD") }
+            return FgprofEndpoint.handle(request, settings: settings, symbols: symbols, isCancelled: isCancelled)
+        }
         if path == "/debug/pprof" {
             return .movedPermanently(to: Self.prefix)
         }

@@ -88,7 +88,7 @@ struct GoroutineProfile: NamedProfile {
         case .signalFailed: return "the kernel refused to signal it"
         case .tooManyThreads: return "more threads than one dump captures"
         case .exited: return "exited during the dump"
-        case .answered, .dumpingThread: return "unknown"
+        case .answered, .dumpingThread, .readWhileBlocked: return "unknown"
         }
     }
 }

@@ -1,3 +1,4 @@
+import CPprof
 import Logging
 import Synchronization
 
@@ -50,9 +51,19 @@ public final class PprofServer: Sendable {
 
     /// Binds the listening socket and starts serving.
     ///
+    /// It also installs the library's SIGPROF handler, so that from here on a
+    /// SIGPROF the library did not send (`kill -PROF`) cannot kill the
+    /// process: it goes to the handler the app installed before, if any.
+    ///
     /// - Throws: ``PprofServerError`` if the address is invalid or taken, or
     ///   if the server was already started.
     public func start() throws(PprofServerError) {
+        // From here on a SIGPROF we did not send (`kill -PROF`) is harmless:
+        // passed to the app's own handler if it installed one first, else dropped.
+        let sigprof = cpprof_sigprof_prepare()
+        if sigprof != 0 {
+            logger.warning("pprof could not install its SIGPROF handler", metadata: ["errno": "\(sigprof)"])
+        }
         let address: ListenAddress
         do {
             address = try http.start()

@@ -5,6 +5,7 @@ struct ThreadSnapshot: Sendable {
     /// Why a thread has, or lacks, a stack.
     enum Status: Sendable, Equatable {
         case answered       // its signal handler copied its stack
+        case readWhileBlocked // blocked in the kernel: its stack was read from /proc, no signal sent
         case dumpingThread  // the thread that ran the dump, captured directly
         case timedOut       // signalled, no answer before the deadline (stuck, e.g. "disk sleep")
         case signalBlocked  // it blocks the dump signal
@@ -92,9 +93,10 @@ enum ThreadDumper {
         case CPPROF_THREAD_EXITED: status = .exited
         case CPPROF_THREAD_SEND_FAILED: status = .signalFailed
         case CPPROF_THREAD_NO_SLOT: status = .tooManyThreads
+        case CPPROF_THREAD_READ_BLOCKED: status = .readWhileBlocked
         default: status = .timedOut
         }
-        let answered = status == .answered || status == .dumpingThread
+        let answered = status == .answered || status == .dumpingThread || status == .readWhileBlocked
         return ThreadSnapshot(
             tid: info.tid,
             name: name,

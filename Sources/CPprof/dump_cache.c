@@ -1,0 +1,82 @@
+// The stacks of the previous dump (or wall-clock tick), by thread, for the
+// threads that have not run since. A thread's CPU clock (the kernel's sum of
+// its run time) moves whenever it runs at all; a thread whose clock reads the
+// same as when its stack was captured has not executed a single instruction
+// since, so its registers and stack, its name (unless another thread renamed
+// it) and its state are what they were. The next dump reuses the entry and
+// neither reads /proc nor signals nor unwinds that thread: an idle thread
+// costs one clock_gettime.
+//
+// Invariants: used under the dump lock only (thread_dump.c); the key is the
+// CPU time read *before* the capture, so a thread that ran during or after
+// it never matches. A new thread that reuses an exited thread's tid would
+// have to have run for exactly as many nanoseconds to match.
+#include "internal.h"
+#include "include/cpprof_threads.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define CACHE_MAX 4096 // threads kept (about 1.1 KiB each); more are captured afresh
+
+static cpprof_thread_info *entries; // sorted by tid
+static size_t entry_count;
+
+static int by_tid(const void *a, const void *b) {
+    int32_t x = ((const cpprof_thread_info *)a)->tid, y = ((const cpprof_thread_info *)b)->tid;
+    return x < y ? -1 : x > y;
+}
+
+// Among the first `count` entries (sorted by tid).
+static const cpprof_thread_info *find_in(int32_t tid, size_t count) {
+    size_t lo = 0, hi = count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (entries[mid].tid < tid) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < count && entries[lo].tid == tid ? &entries[lo] : NULL;
+}
+
+int cpprof_dump_cache_lookup(int32_t tid, int64_t cpu_ns, cpprof_thread_info *out) {
+    const cpprof_thread_info *e = find_in(tid, entry_count);
+    if (e == NULL) return CPPROF_CACHE_UNKNOWN;
+    if (cpu_ns < 0 || e->cpu_ns != cpu_ns) return CPPROF_CACHE_CHANGED;
+    memcpy(out, e, sizeof *out);
+    out->unchanged = 1;
+    return CPPROF_CACHE_HIT;
+}
+
+static int worth_keeping(const cpprof_thread_info *t) {
+    if (t->depth == 0 || t->cpu_ns < 0) return 0;
+    return t->status == CPPROF_THREAD_ANSWERED || t->status == CPPROF_THREAD_READ_BLOCKED;
+}
+
+void cpprof_dump_cache_store(const cpprof_thread_info *infos, size_t n, int whole_process) {
+    if (entries == NULL) {
+        entries = malloc(CACHE_MAX * sizeof *entries);
+        if (entries == NULL) return;
+    }
+    if (whole_process) {
+        // Every live thread was listed: forget the ones that are gone.
+        size_t kept = 0;
+        for (size_t i = 0; i < n && kept < CACHE_MAX; i++)
+            if (worth_keeping(&infos[i])) memcpy(&entries[kept++], &infos[i], sizeof *entries);
+        entry_count = kept;
+    } else {
+        // Some threads only (a wall-clock tick): update those, keep the rest.
+        size_t known = entry_count;
+        for (size_t i = 0; i < n; i++) {
+            if (infos[i].unchanged) continue;
+            cpprof_thread_info *e = (cpprof_thread_info *)find_in(infos[i].tid, known);
+            if (e != NULL) {
+                if (worth_keeping(&infos[i])) memcpy(e, &infos[i], sizeof *e);
+                else e->cpu_ns = -1; // never matches again
+            } else if (worth_keeping(&infos[i]) && entry_count < CACHE_MAX) {
+                memcpy(&entries[entry_count++], &infos[i], sizeof *entries);
+            }
+        }
+    }
+    qsort(entries, entry_count, sizeof *entries, by_tid);
+}
+
+void cpprof_dump_cache_clear(void) { entry_count = 0; }
