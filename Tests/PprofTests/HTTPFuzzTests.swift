@@ -322,7 +322,7 @@ extension CPUSamplingTests {
             // Still serving, and no connection thread left behind.
             let normal = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline")
             #expect(normal.status == 200)
-            #expect(faultWaitUntil(seconds: 10) { server.activeConnectionCount == 0 })
+            #expect(waitUntil(seconds: 10) { server.activeConnectionCount == 0 })
         }
     }
 }

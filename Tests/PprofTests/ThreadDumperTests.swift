@@ -92,14 +92,6 @@ private final class Registry: @unchecked Sendable {
     var count: Int { lock.withLock { tids.count } }
 }
 
-private func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let end = Date().addingTimeInterval(seconds)
-    while !condition() {
-        if Date() > end { return false }
-        usleep(1000)
-    }
-    return true
-}
 
 /// [start, end) of the function containing `address`, from its FDE.
 private func functionBounds(containing address: UInt64) -> Range<UInt64>? {

@@ -19,8 +19,17 @@ extension PprofServer {
         public var cpuSamplingRate: Int
         /// The longest `seconds` a profile request may ask for.
         public var maxProfileSeconds: Int
-        /// Connections served at once; one more gets `503`.
+        /// Connections open at once, idle ones included. An open connection
+        /// costs a descriptor, not a thread; when they are all taken, a
+        /// newcomer closes the one idle the longest, and gets `503` only if
+        /// every connection has a request in progress.
         public var maxConnections: Int
+        /// Requests answered at once (worker threads); more wait their turn.
+        /// A CPU profile holds one for its whole window.
+        public var maxConcurrentRequests: Int
+        /// Requests of one client (IP address) answered at once; its others
+        /// wait, so that one client cannot take every worker.
+        public var maxConcurrentRequestsPerClient: Int
 
         /// Creates a configuration; every parameter has a default.
         ///
@@ -31,10 +40,13 @@ extension PprofServer {
         ///   - bearerToken: require `Authorization: Bearer <token>` on every request.
         ///   - cpuSamplingRate: CPU samples per CPU-second of each thread; default 100.
         ///   - maxProfileSeconds: the longest `seconds` a request may ask for; default 300.
-        ///   - maxConnections: requests served at once; default 16.
+        ///   - maxConnections: connections open at once; default 1024.
+        ///   - maxConcurrentRequests: requests answered at once; default 8.
+        ///   - maxConcurrentRequestsPerClient: requests of one client answered at once; default 4.
         public init(host: String = "127.0.0.1", port: Int = 6060, unixSocketPath: String? = nil,
                     bearerToken: String? = nil, cpuSamplingRate: Int = 100, maxProfileSeconds: Int = 300,
-                    maxConnections: Int = 16) {
+                    maxConnections: Int = 1024, maxConcurrentRequests: Int = 8,
+                    maxConcurrentRequestsPerClient: Int = 4) {
             self.host = host
             self.port = port
             self.unixSocketPath = unixSocketPath
@@ -42,6 +54,8 @@ extension PprofServer {
             self.cpuSamplingRate = cpuSamplingRate
             self.maxProfileSeconds = maxProfileSeconds
             self.maxConnections = maxConnections
+            self.maxConcurrentRequests = maxConcurrentRequests
+            self.maxConcurrentRequestsPerClient = maxConcurrentRequestsPerClient
         }
 
         /// Parses a listen address: `HOST:PORT` (`[::1]:6060` for IPv6) or

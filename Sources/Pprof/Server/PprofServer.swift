@@ -36,7 +36,10 @@ public final class PprofServer: Sendable {
         let address: ListenAddress = configuration.unixSocketPath.map { .unix(path: $0) }
             ?? .tcp(host: configuration.host, port: configuration.port)
         self.http = HTTPServer(
-            configuration: HTTPServerConfiguration(address: address, maxConnections: max(1, configuration.maxConnections)),
+            configuration: HTTPServerConfiguration(
+                address: address, maxConnections: configuration.maxConnections,
+                maxConcurrentRequests: configuration.maxConcurrentRequests,
+                maxConcurrentRequestsPerClient: configuration.maxConcurrentRequestsPerClient),
             handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
     }
 

@@ -46,15 +46,6 @@ func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
-/// Polls `condition` every millisecond for up to `seconds`.
-func faultWaitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let end = monotonicSeconds() + seconds
-    while !condition() {
-        if monotonicSeconds() > end { return false }
-        usleep(1000)
-    }
-    return true
-}
 
 /// A flag set once, read from any thread.
 final class FaultFlag: Sendable {
