@@ -31,6 +31,18 @@ extension PprofServer {
         /// wait, so that one client cannot take every worker.
         public var maxConcurrentRequestsPerClient: Int
 
+        /// Host names, besides loopback ones, that requests to a
+        /// loopback-bound server may name in `Host`. Others get `403`: that
+        /// stops web pages from reaching the server through DNS rebinding.
+        /// Needed only behind a proxy or tunnel that keeps its own `Host`.
+        public var allowedHosts: [String] = []
+        /// Whether `PPROF_*` environment variables (see
+        /// ``fromEnvironment(defaults:)``) fill in the settings this
+        /// configuration leaves at their defaults. Precedence: what code
+        /// set, then the environment, then the defaults. Set to false to
+        /// ignore the environment.
+        public var readsEnvironment = true
+
         /// Creates a configuration; every parameter has a default.
         ///
         /// - Parameters:
@@ -97,7 +109,9 @@ extension PprofServer {
         /// | `PPROF_BEARER_TOKEN` | require this bearer token |
         /// | `PPROF_MAX_PROFILE_SECONDS` | the longest profile a request may ask for |
         /// | `PPROF_CPU_SAMPLING_RATE` | CPU samples per CPU-second per thread |
+        /// | `PPROF_ALLOWED_HOSTS` | comma-separated names added to ``allowedHosts`` |
         ///
+        /// An empty or blank `PPROF_BEARER_TOKEN` is an error, not "no token".
         /// Variables not set keep the values of `defaults`.
         /// - Returns: nil when `PPROF_ENABLED` switches serving off.
         /// - Throws: ``PprofServerError`` with kind `.invalidConfiguration`
@@ -108,6 +122,32 @@ extension PprofServer {
 
         static func fromEnvironment(defaults: Configuration,
                                     lookup: (String) -> String?) throws(PprofServerError) -> Configuration? {
+            try fromEnvironment(defaults: defaults, lookup: lookup, keeping: { _ in false })
+        }
+
+        /// The environment over `configuration`, for the settings it left at
+        /// their defaults (what code set wins).
+        static func fromEnvironment(over configuration: Configuration,
+                                    lookup: (String) -> String?) throws(PprofServerError) -> Configuration? {
+            let d = Configuration()
+            let c = configuration
+            return try fromEnvironment(defaults: configuration, lookup: lookup, keeping: { setting in
+                switch setting {
+                case .listen: c.host != d.host || c.port != d.port || c.unixSocketPath != d.unixSocketPath
+                case .bearerToken: c.bearerToken != d.bearerToken
+                case .maxProfileSeconds: c.maxProfileSeconds != d.maxProfileSeconds
+                case .cpuSamplingRate: c.cpuSamplingRate != d.cpuSamplingRate
+                case .allowedHosts: false  // added to, never replaced
+                }
+            })
+        }
+
+        enum Setting {
+            case listen, bearerToken, maxProfileSeconds, cpuSamplingRate, allowedHosts
+        }
+
+        private static func fromEnvironment(defaults: Configuration, lookup: (String) -> String?,
+                                            keeping: (Setting) -> Bool) throws(PprofServerError) -> Configuration? {
             var c = defaults
             if let enabled = lookup("PPROF_ENABLED")?.lowercased() {
                 switch enabled {
@@ -116,15 +156,25 @@ extension PprofServer {
                 default: throw .invalidConfiguration("PPROF_ENABLED", enabled)
                 }
             }
-            if let listen = lookup("PPROF_LISTEN"), !listen.isEmpty { try c.setListenAddress(listen) }
-            if let token = lookup("PPROF_BEARER_TOKEN"), !token.isEmpty { c.bearerToken = token }
+            if let listen = lookup("PPROF_LISTEN"), !listen.isEmpty, !keeping(.listen) { try c.setListenAddress(listen) }
+            if let token = lookup("PPROF_BEARER_TOKEN") {
+                // Set but empty would silently mean "no authentication": fail closed.
+                guard !token.trimmingBlanks().isEmpty else {
+                    throw PprofServerError(kind: .invalidConfiguration,
+                                           message: "PPROF_BEARER_TOKEN is set but empty: set a token, or unset the variable")
+                }
+                if !keeping(.bearerToken) { c.bearerToken = token }
+            }
             if let text = lookup("PPROF_MAX_PROFILE_SECONDS") {
                 guard let v = Int(text), v > 0 else { throw .invalidConfiguration("PPROF_MAX_PROFILE_SECONDS", text) }
-                c.maxProfileSeconds = v
+                if !keeping(.maxProfileSeconds) { c.maxProfileSeconds = v }
             }
             if let text = lookup("PPROF_CPU_SAMPLING_RATE") {
                 guard let v = Int(text), (1...1000).contains(v) else { throw .invalidConfiguration("PPROF_CPU_SAMPLING_RATE", text) }
-                c.cpuSamplingRate = v
+                if !keeping(.cpuSamplingRate) { c.cpuSamplingRate = v }
+            }
+            if let text = lookup("PPROF_ALLOWED_HOSTS") {
+                c.allowedHosts += text.split(separator: ",").map { String($0.trimmingBlanks()) }.filter { !$0.isEmpty }
             }
             return c
         }
