@@ -88,7 +88,8 @@ private struct FileKey: Hashable {
 private struct State {
     var objects: [LoadedObject] = []
     /// Symbol tables, loaded on an object's first address and kept for the
-    /// process's life; nil where the file could not be read.
+    /// process's life; nil where the file could not be read. A failure that
+    /// may pass (EMFILE, ENOMEM) is not kept: the next lookup tries again.
     var symbolTables: [LoadedObject: FunctionSymbolTable?] = [:]
     /// Line and inline tables, built from the same file on an object's
     /// first address; `DebugInfo.empty` where it has no DWARF.
@@ -98,6 +99,8 @@ private struct State {
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
     var buildIDs: [FileKey: String] = [:]
     var scanCount = 0
+    /// Lookups that met a failure that may pass; their results are not cached.
+    var transientFailures = 0
 
     mutating func frames(at address: UInt64, rescanInterval: Duration) -> [SymbolizedFrame] {
         if let cached = frameCache[address] { return cached }
@@ -105,7 +108,9 @@ private struct State {
             // Not cached: a library loaded later may yet cover it.
             return []
         }
+        let failuresBefore = transientFailures
         let frames = symbolize(address, in: object)
+        guard transientFailures == failuresBefore else { return frames }
         if frameCache.count >= Symbolizer.maxCachedAddresses { frameCache.removeAll() }
         frameCache[address] = frames
         return frames
@@ -140,13 +145,19 @@ private struct State {
 
     mutating func symbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let known = symbolTables[object] { return known }
-        let table = loadSymbols(of: object)
-        symbolTables[object] = .some(table)
+        var transient = false
+        let table = loadSymbols(of: object, transientFailure: &transient)
+        if transient {
+            transientFailures += 1  // this time the exported names only, if any
+        } else {
+            symbolTables[object] = .some(table)
+        }
         return table
     }
 
-    func loadSymbols(of object: LoadedObject) -> FunctionSymbolTable? {
-        if let file = MappedFile(path: object.openPath), let elf = ELFImage(bytes: file.bytes) {
+    func loadSymbols(of object: LoadedObject, transientFailure: inout Bool) -> FunctionSymbolTable? {
+        if let file = MappedFile(path: object.openPath, transientFailure: &transientFailure),
+           let elf = ELFImage(bytes: file.bytes) {
             // A file replaced on disk since it was loaded would give wrong names.
             let fileID = elf.buildID
             if object.buildID.isEmpty || fileID.isEmpty || fileID == object.buildID {
@@ -162,19 +173,27 @@ private struct State {
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
-        let info = DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
-        debugInfo[object] = info
+        var transient = false
+        let info = DebugInfo(image: symbols.image)
+            ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transient) ?? .empty
+        // Symbols from the loaded image (the file could not be mapped this time) have no DWARF.
+        if transient || symbolTables[object] == nil {
+            transientFailures += 1
+        } else {
+            debugInfo[object] = info
+        }
         return info
     }
 
     /// DWARF from a separate debug file, where distributions install them:
     /// /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg). Used only
     /// if its build id matches; files and lines only, no inlined frames.
-    func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
+    func separateDebugInfo(of object: LoadedObject, image: ELFImage, transientFailure: inout Bool) -> DebugInfo? {
         let id = object.buildID.isEmpty ? image.buildID : object.buildID
         guard id.utf8.count > 2 else { return nil }
         let path = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
-        guard let file = MappedFile(path: path), let debug = ELFImage(bytes: file.bytes), debug.buildID == id else {
+        guard let file = MappedFile(path: path, transientFailure: &transientFailure),
+              let debug = ELFImage(bytes: file.bytes), debug.buildID == id else {
             return nil
         }
         return withExtendedLifetime(file) { DebugInfo(image: debug, inlinedFrames: false) }
@@ -211,12 +230,13 @@ private struct State {
         if let known = buildIDs[key] { return known }
         // /proc/self/exe still opens if the executable was deleted or replaced.
         let path = isMainExecutable ? "/proc/self/exe" : entry.path
-        var id = MappedFile(path: path).flatMap { file in ELFImage(bytes: file.bytes)?.buildID } ?? ""
+        var transient = false
+        var id = MappedFile(path: path, transientFailure: &transient).flatMap { file in ELFImage(bytes: file.bytes)?.buildID } ?? ""
         if id.isEmpty {
             if generation == nil { scan() }
             id = objects.first { $0.name == entry.path }?.buildID ?? ""
         }
-        buildIDs[key] = id
+        if !(transient && id.isEmpty) { buildIDs[key] = id }
         return id
     }
 }
