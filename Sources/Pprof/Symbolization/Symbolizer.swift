@@ -24,8 +24,10 @@ final class Symbolizer: Sendable {
     /// newly loaded libraries, but no more often than this.
     let rescanInterval: Duration
 
-    /// Bound on cached addresses; a process has far fewer distinct sampled PCs.
-    static let maxCachedAddresses = 200_000
+    /// Bound on the per-address cache, in (estimated) bytes: a process has
+    /// far fewer distinct sampled PCs, but `/symbol` takes any address, and
+    /// 200,000 cached addresses cost 150 MB. When full, it starts over.
+    static let maxCachedBytes = 4 << 20
 
     private let state = Mutex(State())
 
@@ -76,6 +78,9 @@ final class Symbolizer: Sendable {
 
     /// How often the loaded objects were listed (for tests of the rate limit).
     var scanCount: Int { state.withLock { $0.scanCount } }
+
+    /// Addresses cached now, and their estimated bytes (for tests).
+    var cacheUsage: (addresses: Int, bytes: Int) { state.withLock { ($0.frameCache.count, $0.frameCacheBytes) } }
 }
 
 /// Identifies a file version for the build-id cache.
@@ -97,6 +102,7 @@ private struct State {
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
+    var frameCacheBytes = 0
     var buildIDs: [FileKey: String] = [:]
     var scanCount = 0
     /// Lookups that met a failure that may pass; their results are not cached.
@@ -111,9 +117,23 @@ private struct State {
         let failuresBefore = transientFailures
         let frames = symbolize(address, in: object)
         guard transientFailures == failuresBefore else { return frames }
-        if frameCache.count >= Symbolizer.maxCachedAddresses { frameCache.removeAll() }
+        let bytes = Self.estimatedBytes(frames)
+        if frameCacheBytes + bytes > Symbolizer.maxCachedBytes {
+            frameCache = [:]  // a fresh dictionary: the old storage is freed
+            frameCacheBytes = 0
+        }
         frameCache[address] = frames
+        frameCacheBytes += bytes
         return frames
+    }
+
+    /// What a cache entry costs: the dictionary slot, the array, and per
+    /// frame its fields and the strings' heap storage.
+    static func estimatedBytes(_ frames: [SymbolizedFrame]) -> Int {
+        frames.reduce(64) { total, frame in
+            total + MemoryLayout<SymbolizedFrame>.stride + 48
+                + frame.function.utf8.count + frame.systemName.utf8.count + frame.file.utf8.count
+        }
     }
 
     /// The loaded object covering `address`. Scans the loader's list the
@@ -137,7 +157,8 @@ private struct State {
         self.objects = objects
         if generation != nil {
             // Objects came or went: cached results for reused addresses may be stale.
-            frameCache.removeAll()
+            frameCache = [:]
+            frameCacheBytes = 0
         }
         generation = newGeneration
         lastScan = ContinuousClock.now
