@@ -122,7 +122,7 @@ struct EndpointHammer {
     }
 }
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Faults: load", .serialized)
     struct FaultLoadTests {
         @Test("profiling during heavy multi-threaded allocation: CPU, heap, allocs and dumps all answer")

@@ -152,7 +152,7 @@ struct FaultSignalChainTests {
 
 // MARK: - Threads that block SIGPROF; fork()
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Faults: blocked SIGPROF and fork()", .serialized)
     struct FaultSignalTests {
         @Test("threads that block SIGPROF: CPU profile and thread dump return, the dump names them, pending signals are harmless")

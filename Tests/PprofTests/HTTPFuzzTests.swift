@@ -260,7 +260,7 @@ struct HTTPFuzzTests {
     }
 }
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     /// Over a real server: a mutated request may well be a valid CPU profile
     /// request, so this runs with the other tests that may sample.
     @Suite("HTTP fuzzing, live server", .serialized)

@@ -45,7 +45,7 @@ private func canBindIPv6Loopback() -> Bool {
 @Suite("HTTP server")
 struct HTTPServerTests {
     @Test func getReturnsStatusHeadersAndBody() throws {
-        let seen = Shared<[String]>([])
+        let seen = Locked<[String]>([])
         let (server, address) = try startServer { request, _ in
             seen.value = [request.method, request.target, request.path, request.rawQuery,
                           request.queryValue("b") ?? "nil", request.header("x-CUSTOM") ?? "nil"]
@@ -229,9 +229,9 @@ struct HTTPServerTests {
     }
 
     @Test func slowHandlerDoesNotBlockAnotherRequest() throws {
-        let slowStarted = Shared(false)
-        let fastAnswered = Shared(false)
-        let releasedByFast = Shared<Bool?>(nil)
+        let slowStarted = Locked(false)
+        let fastAnswered = Locked(false)
+        let releasedByFast = Locked<Bool?>(nil)
         let (server, address) = try startServer { request, _ in
             if request.path == "/slow" {
                 slowStarted.value = true
@@ -320,8 +320,8 @@ struct HTTPServerTests {
     }
 
     @Test func isPeerGoneBecomesTrueAfterTheClientCloses() throws {
-        let goneAtStart = Shared<Bool?>(nil)
-        let goneAtEnd = Shared<Bool?>(nil)
+        let goneAtStart = Locked<Bool?>(nil)
+        let goneAtEnd = Locked<Bool?>(nil)
         let (server, address) = try startServer { _, connection in
             goneAtStart.value = connection.isPeerGone()
             let noticed = waitUntil(seconds: 10) { connection.isPeerGone() }
@@ -391,8 +391,8 @@ struct HTTPServerTests {
     }
 
     @Test func connectionsOverTheLimitGet503OnlyWhenAllAreBusy() throws {
-        let release = Shared(false)
-        let running = Shared(0)
+        let release = Locked(false)
+        let running = Locked(0)
         let (server, address) = try startServer(configure: { $0.maxConnections = 2 }) { request, _ in
             if request.path.hasPrefix("/busy") {
                 running.value += 1
@@ -514,7 +514,7 @@ struct HTTPServerTests {
     }
 
     @Test func threadsAreNamedAndSocketsCloseOnExec() throws {
-        let inHandler = Shared<[String]>([])
+        let inHandler = Locked<[String]>([])
         let (server, address) = try startServer { _, connection in
             let flags = fcntl(connection.descriptor, F_GETFD)
             inHandler.value = [readSmallFile("/proc/thread-self/comm") ?? "?",
@@ -543,8 +543,8 @@ struct HTTPServerTests {
     }
 
     @Test func stopWakesALongHandler() throws {
-        let started = Shared(false)
-        let noticed = Shared<Bool?>(nil)
+        let started = Locked(false)
+        let noticed = Locked<Bool?>(nil)
         let (server, address) = try startServer { _, connection in
             started.value = true
             noticed.value = waitUntil(seconds: 10) { connection.isPeerGone() }

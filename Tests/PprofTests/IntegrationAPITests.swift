@@ -139,7 +139,7 @@ struct RecordingLogHandler: LogHandler {
 }
 
 // Starts CPU sampling: serialized with the other tests that do.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("PprofHandler cancellation")
     struct PprofHandlerCancellationTests {
         @Test("cancelling the calling task ends a CPU profile early")

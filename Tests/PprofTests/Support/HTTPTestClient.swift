@@ -4,8 +4,8 @@ import Synchronization
 @testable import Pprof
 
 // The tests' HTTP client over raw sockets (keep-alive, pipelining, partial
-// sends: what URLSession would hide), a value shared with handler threads,
-// and waiting for a condition.
+// sends: what URLSession would hide), the one locked box for values shared
+// between threads, and waiting for a condition.
 
 struct ClientError: Error, CustomStringConvertible {
     let description: String
@@ -194,13 +194,20 @@ final class RawClient {
 
 // MARK: - Helpers
 
-/// A value shared with handler threads.
-final class Shared<Value: Sendable>: Sendable {
-    private let storage: Mutex<Value>
-    init(_ value: Value) { storage = Mutex(value) }
+/// A value shared between threads under a lock: the tests' one locked box.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var stored: Value
+
+    init(_ value: Value) { stored = value }
+
     var value: Value {
-        get { storage.withLock { $0 } }
-        set { storage.withLock { $0 = newValue } }
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        try lock.withLock { try body(&stored) }
     }
 }
 
