@@ -125,7 +125,7 @@ extension ProcessWideStateTests {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
             let fd = try RawHTTPClient.connect(port: server.port!)
-            let request = Array("GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            let request = Array("GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
             _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             // Wait until sampling has started, then hang up.
             var stats = cpprof_cpu_stats_snapshot()

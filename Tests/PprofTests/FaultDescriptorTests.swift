@@ -30,6 +30,39 @@ struct FaultDescriptorTests {
         print("emfileSymbolsScenario: done")
     }
 
+    @Test("at EMFILE, thread profiles and a CPU profile answer a 5xx naming the cause, never an empty 200")
+    func threadProfilesSayEMFILE() throws {
+        let outcome = try ChildProcessTest.run(filter: "emfileThreadsScenario", scenario: "emfile-threads", timeoutSeconds: 120)
+        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), signal \(String(describing: outcome.signal))\n\(outcome.output.suffix(3000))")
+        #expect(outcome.output.contains("emfileThreadsScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(3000))")
+    }
+
+    /// Run by `threadProfilesSayEMFILE` in a child process.
+    @Test(.enabled(if: ChildProcessTest.scenario == "emfile-threads"))
+    func emfileThreadsScenario() throws {
+        let handler = PprofHandler(configuration: .init())
+        let emfile = SocketIO.errorText(EMFILE)
+        let spare = exhaustDescriptors()
+        var answers: [(String, PprofHandler.Response)] = []
+        for (path, query) in [("/debug/pprof/goroutine", ""), ("/debug/pprof/goroutine", "debug=1"),
+                              ("/debug/pprof/goroutine", "debug=2"), ("/debug/pprof/threadcreate", ""),
+                              ("/debug/pprof/threadcreate", "debug=1"), ("/debug/pprof/profile", "seconds=1")] {
+            answers.append(("\(path)?\(query)", handler.respondBlocking(to: .init(method: "GET", path: path, query: query))))
+        }
+        spare.forEach { close($0) }
+        for (target, response) in answers {
+            let text = String(decoding: response.body, as: UTF8.self)
+            #expect(response.status >= 500, "\(target): \(response.status) \(text.prefix(200))")
+            #expect(!text.contains("kernel refused"), "\(target): \(text)")
+            if !target.contains("profile?") {
+                #expect(text.contains(emfile), "\(target): \(text)")
+            }
+        }
+        // Descriptors free again: the same requests work.
+        #expect(handler.respondBlocking(to: .init(method: "GET", path: "/debug/pprof/goroutine", query: "debug=1")).status == 200)
+        print("emfileThreadsScenario: done")
+    }
+
     /// Takes every free descriptor under a lowered soft limit; returns them.
     private func exhaustDescriptors() -> [Int32] {
         var limit = rlimit()
