@@ -78,7 +78,7 @@ do {
 var server: PprofServer?
 if let configuration {
     do {
-        server = try PprofServer.start(configuration)
+        server = try PprofServer.start(configuration, required: true)  // the demo exists to serve pprof
     } catch {
         printError("pprof-demo: cannot start the pprof server: \(error)")
         exit(1)

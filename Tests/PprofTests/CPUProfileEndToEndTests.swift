@@ -10,7 +10,7 @@ private func nanoseconds(_ text: String) -> Double? {
     return nil
 }
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("CPU profile, end to end through go tool pprof", .serialized)
     struct CPUProfileEndToEndTests {
         @Test("the CPU split across functions and threads matches each thread's own CPU clock")
@@ -100,18 +100,18 @@ extension CPUSamplingTests {
             workload.start()
             defer { workload.stop() }
             let port = server.port!
-            let results = ResultBox()
+            let results = Locked<[RawHTTPResponse?]>([])
             let group = DispatchGroup()
             for seconds in [2, 1] {
                 group.enter()
                 DispatchQueue.global().async {
                     let r = try? RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=\(seconds)")
-                    results.append(r)
+                    results.withLock { $0.append(r) }
                     group.leave()
                 }
             }
             #expect(group.wait(timeout: .now() + 60) == .success)
-            let responses = results.all
+            let responses = results.value
             #expect(responses.count == 2)
             for r in responses {
                 #expect(r?.status == 200)
@@ -125,7 +125,7 @@ extension CPUSamplingTests {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
             let fd = try RawHTTPClient.connect(port: server.port!)
-            let request = Array("GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            let request = Array("GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
             _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             // Wait until sampling has started, then hang up.
             var stats = cpprof_cpu_stats_snapshot()
@@ -179,9 +179,3 @@ private final class SamplingWindowWatcher: @unchecked Sendable {
     }
 }
 
-private final class ResultBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [RawHTTPResponse?] = []
-    func append(_ r: RawHTTPResponse?) { lock.lock(); items.append(r); lock.unlock() }
-    var all: [RawHTTPResponse?] { lock.lock(); defer { lock.unlock() }; return items }
-}

@@ -4,7 +4,7 @@ import Testing
 @testable import Pprof
 
 /// The sampler itself, without HTTP: thread coverage and clean stops.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("CPU profiler", .serialized)
     struct CPUProfilerTests {
         private func functionNames(in profile: CPUProfile) -> [String: Int64] {
@@ -73,8 +73,8 @@ extension CPUSamplingTests {
         @Test("a cancelled profile ends early")
         func cancellation() throws {
             let start = Clock.monotonicNanoseconds()
-            let calls = LockedCounter()
-            _ = try CPUProfiler.shared.profile(seconds: 30, hz: 100, isCancelled: { calls.increment() > 3 })
+            let calls = Locked(0)
+            _ = try CPUProfiler.shared.profile(seconds: 30, hz: 100, isCancelled: { calls.withLock { $0 += 1; return $0 } > 3 })
             #expect(Clock.monotonicNanoseconds() - start < 10_000_000_000)
         }
 
@@ -99,8 +99,3 @@ extension CPUSamplingTests {
     }
 }
 
-final class LockedCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func increment() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
-}

@@ -55,7 +55,7 @@ private let churnLibraries: [(name: String, symbol: String)] = [
 /// A thread's whole life: a few milliseconds of CPU, then exit.
 @inline(never) private func mediumLivedThreadBody(_ microseconds: Int64) -> UInt64 { burnThreadCPU(microseconds) }
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Faults: library, thread and scale churn", .serialized)
     struct FaultChurnTests {
         @Test("dlopen/dlclose churn during a CPU profile and thread dumps")
@@ -217,7 +217,7 @@ extension CPUSamplingTests {
                 threads.append(t)
             }
             try #require(threads.count == 1000, "could create only \(threads.count) threads")
-            #expect(faultWaitUntil { parked.count == 1000 })
+            #expect(waitUntil { parked.count == 1000 })
 
             let t0 = monotonicSeconds()
             let cpu = Mutex<Result<StrictResponse, any Error>?>(nil)

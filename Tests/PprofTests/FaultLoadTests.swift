@@ -122,7 +122,7 @@ struct EndpointHammer {
     }
 }
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Faults: load", .serialized)
     struct FaultLoadTests {
         @Test("profiling during heavy multi-threaded allocation: CPU, heap, allocs and dumps all answer")
@@ -215,8 +215,8 @@ extension CPUSamplingTests {
             #expect(elapsed < seconds + 90, "the hammer took \(elapsed) s: something hung")
             // Afterwards: still serving, no connection left, sampling stopped.
             #expect(try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
-            #expect(faultWaitUntil(seconds: 10) { server.activeConnectionCount == 0 })
-            #expect(faultWaitUntil(seconds: 5) { cpuStats().mode == 0 })
+            #expect(waitUntil(seconds: 10) { server.activeConnectionCount == 0 })
+            #expect(waitUntil(seconds: 5) { cpuStats().mode == 0 })
             #expect(sigprofTimerCount() == 0)
             print("hammer, slowest by request: \(tally.slowestByTarget.sorted { $0.value > $1.value }.prefix(6).map { "\($0.key) \(Int($0.value * 1000)) ms" })")
             print("hammer: \(tally.requests) requests from 16 clients in \(Int(elapsed * 1000)) ms, slowest \(Int(tally.slowest * 1000)) ms, statuses \(tally.byStatus.sorted { $0.key < $1.key })")

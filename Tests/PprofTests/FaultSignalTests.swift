@@ -87,7 +87,7 @@ struct FaultSignalChainTests {
             pthread_join(receiver, nil)
             pthread_join(watcher, nil)
         }
-        #expect(faultWaitUntil { receiverTid.load(ordering: .relaxed) != 0 })
+        #expect(waitUntil { receiverTid.load(ordering: .relaxed) != 0 })
 
         /// Sends `count` SIGPROFs (pthread_kill to the receiver or the busy
         /// thread, sigqueue to the process), each after the previous arrived.
@@ -103,14 +103,14 @@ struct FaultSignalChainTests {
                     value.sival_int = appSigprofValue
                     sigqueue(getpid(), SIGPROF, value)
                 }
-                if !faultWaitUntil(seconds: 1, { appSigprofCount.load(ordering: .relaxed) > before }) { lost += 1 }
+                if !waitUntil(seconds: 1, { appSigprofCount.load(ordering: .relaxed) > before }) { lost += 1 }
             }
             return (count, lost)
         }
 
         let before = burst(60)
         // The app's handler alone clobbers errno: the watcher sees it (the check has teeth).
-        #expect(runningUnderThreadSanitizer || faultWaitUntil(seconds: 2) { errnoBroken.count > 0 })
+        #expect(runningUnderThreadSanitizer || waitUntil(seconds: 2) { errnoBroken.count > 0 })
         usleep(50_000)
         let brokenByTheAppAlone = errnoBroken.count
 
@@ -120,7 +120,7 @@ struct FaultSignalChainTests {
             let p = try? faultCPUProfile(seconds: 2)
             profile.withLock { $0 = p }
         })
-        #expect(faultWaitUntil { cpuStats().mode != 0 })
+        #expect(waitUntil { cpuStats().mode != 0 })
         let during = burst(150)
         pthread_join(profiler, nil)
         let samples = profile.withLock { $0?.totalSamples } ?? -1
@@ -187,7 +187,7 @@ struct FaultStraySignalTests {
 
 // MARK: - Threads that block SIGPROF; fork()
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Faults: blocked SIGPROF and fork()", .serialized)
     struct FaultSignalTests {
         @Test("threads that block SIGPROF: CPU profile and thread dump return, the dump names them, pending signals are harmless")
@@ -218,7 +218,7 @@ extension CPUSamplingTests {
                 }))
             }
             threads.append(try #require(faultSpawn { cpprof_set_thread_name("flt-unblocked"); _ = faultBurn(until: stop) }))
-            #expect(faultWaitUntil { blockedReady.count == 4 })
+            #expect(waitUntil { blockedReady.count == 4 })
 
             let started = monotonicSeconds()
             let cpu = Mutex<Result<StrictResponse, any Error>?>(nil)
@@ -284,7 +284,7 @@ extension CPUSamplingTests {
             })
             var profilerJoined = false
             defer { if !profilerJoined { pthread_join(profiler, nil) } }
-            #expect(faultWaitUntil { cpuStats().mode != 0 && cpuStats().samples > 5 })
+            #expect(waitUntil { cpuStats().mode != 0 && cpuStats().samples > 5 })
             try #require(sigprofTimerCount() > 0, "the parent has no SIGPROF timer: the test proves nothing")
 
             // Everything the child touches is prepared before fork(): after it,

@@ -13,9 +13,9 @@ import Testing
 /// Well-formed requests the mutations start from: every endpoint, every method
 /// the server knows, pipelining, bodies, `Expect`, HTTP/1.0, absolute targets.
 let fuzzSeedRequests: [String] = [
-    "GET /debug/pprof/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /debug/pprof/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
     "GET /debug/pprof/cmdline HTTP/1.1\r\n\r\n",
-    "HEAD /debug/pprof/cmdline HTTP/1.1\r\nHost: x\r\n\r\n",
+    "HEAD /debug/pprof/cmdline HTTP/1.1\r\nHost: localhost\r\n\r\n",
     "GET /debug/pprof/symbol?0x1234+0x5678 HTTP/1.1\r\n\r\n",
     "POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 13\r\n\r\n0x1234+0x5678",
     "GET /debug/pprof/heap?debug=1 HTTP/1.1\r\n\r\n",
@@ -260,7 +260,7 @@ struct HTTPFuzzTests {
     }
 }
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     /// Over a real server: a mutated request may well be a valid CPU profile
     /// request, so this runs with the other tests that may sample.
     @Suite("HTTP fuzzing, live server", .serialized)
@@ -322,7 +322,7 @@ extension CPUSamplingTests {
             // Still serving, and no connection thread left behind.
             let normal = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline")
             #expect(normal.status == 200)
-            #expect(faultWaitUntil(seconds: 10) { server.activeConnectionCount == 0 })
+            #expect(waitUntil(seconds: 10) { server.activeConnectionCount == 0 })
         }
     }
 }

@@ -4,215 +4,6 @@ import Testing
 
 @testable import Pprof
 
-// MARK: - Raw-socket test client
-
-private struct ClientError: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// One parsed response.
-private struct RawResponse {
-    var status: Int
-    var reason: String
-    var headers: [(name: String, value: String)]
-    var body: [UInt8]
-
-    func header(_ name: String) -> String? {
-        headers.first { $0.name.lowercased() == name.lowercased() }?.value
-    }
-
-    var text: String { String(decoding: body, as: UTF8.self) }
-
-    /// Parses one response at the start of `bytes`; nil if incomplete.
-    static func parse(_ bytes: ArraySlice<UInt8>, bodyless: Bool) -> (RawResponse, consumed: Int)? {
-        let terminator: [UInt8] = Array("\r\n\r\n".utf8)
-        guard bytes.count >= 4,
-              let end = (bytes.startIndex...(bytes.endIndex - 4)).first(where: {
-                  Array(bytes[$0..<($0 + 4)]) == terminator
-              }) else { return nil }
-        let head = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
-        var lines = head.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
-        let statusLine = lines.removeFirst()
-        let parts = statusLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2, parts[0] == "HTTP/1.1", let status = Int(parts[1]) else { return nil }
-        var response = RawResponse(status: status, reason: parts.count > 2 ? String(parts[2]) : "",
-                                   headers: [], body: [])
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let value = line[line.index(after: colon)...].drop(while: { $0 == " " })
-            response.headers.append((String(line[..<colon]), String(value)))
-        }
-        let bodyStart = end + 4
-        let length = bodyless ? 0 : Int(response.header("Content-Length") ?? "0") ?? 0
-        guard bytes.endIndex - bodyStart >= length else { return nil }
-        response.body = Array(bytes[bodyStart..<(bodyStart + length)])
-        return (response, bodyStart + length - bytes.startIndex)
-    }
-}
-
-/// A blocking client socket with a 10 s receive timeout.
-private final class RawClient {
-    let fd: Int32
-    private var pending: [UInt8] = []
-    private var closed = false
-
-    init(_ address: ListenAddress) throws {
-        let (fd, error) = Self.connect(address)
-        guard fd >= 0 else { throw ClientError(description: "connect: errno \(error)") }
-        self.fd = fd
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    deinit { close() }
-
-    /// Connects; returns the socket, or -1 and the errno.
-    static func connect(_ address: ListenAddress) -> (Int32, Int32) {
-        let stream = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        switch address {
-        case let .tcp(host, port):
-            var hints = addrinfo()
-            hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV
-            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-            var list: UnsafeMutablePointer<addrinfo>?
-            guard getaddrinfo(host, String(port), &hints, &list) == 0, let info = list else { return (-1, EINVAL) }
-            defer { freeaddrinfo(list) }
-            let fd = socket(info.pointee.ai_family, stream, 0)
-            return finishConnect(fd, Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen))
-        case let .unix(path):
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: Array(path.utf8) + [0])
-            }
-            let fd = socket(AF_UNIX, stream, 0)
-            let rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
-            return finishConnect(fd, rc)
-        }
-    }
-
-    /// A connect interrupted by a signal (SIGPROF while profiling) goes on
-    /// in the background: wait for it and fetch its outcome.
-    private static func finishConnect(_ fd: Int32, _ rc: Int32) -> (Int32, Int32) {
-        var code = rc == 0 ? 0 : errno
-        if code == EINTR {
-            var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            var ready: Int32
-            repeat { ready = poll(&entry, 1, 10_000) } while ready < 0 && errno == EINTR
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            code = ETIMEDOUT
-            if ready > 0 { getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) }
-        }
-        if code != 0 {
-            Glibc.close(fd)
-            return (-1, code)
-        }
-        return (fd, 0)
-    }
-
-    func send(_ text: String) {
-        send(Array(text.utf8))
-    }
-
-    func send(_ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes {
-                Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
-            }
-            if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { return }
-        }
-    }
-
-    /// One recv into `pending`; false on EOF, error or timeout.
-    private func receive() -> Bool {
-        var scratch = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                pending += scratch[0..<n]
-                return true
-            }
-            if n < 0 && errno == EINTR { continue }
-            return false
-        }
-    }
-
-    /// Everything until the server closes. `eof` is false on a timeout.
-    func readToEnd() -> (bytes: [UInt8], eof: Bool) {
-        while true {
-            var scratch = [UInt8](repeating: 0, count: 65536)
-            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { pending += scratch[0..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
-            let result = pending
-            pending = []
-            return (result, n == 0 || errno == ECONNRESET)
-        }
-    }
-
-    /// Reads `count` responses (fewer if the server closes first).
-    func readResponses(_ count: Int, bodyless: Bool = false) -> [RawResponse] {
-        var responses: [RawResponse] = []
-        while responses.count < count {
-            if let (response, consumed) = RawResponse.parse(pending[...], bodyless: bodyless) {
-                responses.append(response)
-                pending.removeFirst(consumed)
-                continue
-            }
-            if !receive() { break }
-        }
-        return responses
-    }
-
-    func readResponse(bodyless: Bool = false) throws -> RawResponse {
-        guard let response = readResponses(1, bodyless: bodyless).first else {
-            throw ClientError(description: "no response")
-        }
-        return response
-    }
-
-    /// Whether bytes (or EOF) are waiting right now.
-    var hasInput: Bool {
-        if !pending.isEmpty { return true }
-        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        return poll(&entry, 1, 0) > 0
-    }
-
-    func close() {
-        guard !closed else { return }
-        closed = true
-        Glibc.close(fd)
-    }
-}
-
-// MARK: - Helpers
-
-/// A value shared with handler threads.
-private final class Shared<Value: Sendable>: Sendable {
-    private let storage: Mutex<Value>
-    init(_ value: Value) { storage = Mutex(value) }
-    var value: Value {
-        get { storage.withLock { $0 } }
-        set { storage.withLock { $0 = newValue } }
-    }
-}
-
-/// Polls `condition` every 5 ms for up to `seconds`.
-private func waitUntil(seconds: Int = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Deadline.secondsFromNow(seconds)
-    while !condition() {
-        if deadline.hasPassed { return false }
-        usleep(5_000)
-    }
-    return true
-}
-
 private typealias Handler = @Sendable (HTTPRequest, HTTPClientConnection) -> HTTPResponse
 
 private let echoHandler: Handler = { request, _ in
@@ -254,7 +45,7 @@ private func canBindIPv6Loopback() -> Bool {
 @Suite("HTTP server")
 struct HTTPServerTests {
     @Test func getReturnsStatusHeadersAndBody() throws {
-        let seen = Shared<[String]>([])
+        let seen = Locked<[String]>([])
         let (server, address) = try startServer { request, _ in
             seen.value = [request.method, request.target, request.path, request.rawQuery,
                           request.queryValue("b") ?? "nil", request.header("x-CUSTOM") ?? "nil"]
@@ -378,7 +169,7 @@ struct HTTPServerTests {
         let (server, address) = try startServer()
         defer { server.stop() }
         for (request, status) in [
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
             ("GET / HTTP/2.0\r\n\r\n", 505),
         ] {
             let client = try RawClient(address)
@@ -438,9 +229,9 @@ struct HTTPServerTests {
     }
 
     @Test func slowHandlerDoesNotBlockAnotherRequest() throws {
-        let slowStarted = Shared(false)
-        let fastAnswered = Shared(false)
-        let releasedByFast = Shared<Bool?>(nil)
+        let slowStarted = Locked(false)
+        let fastAnswered = Locked(false)
+        let releasedByFast = Locked<Bool?>(nil)
         let (server, address) = try startServer { request, _ in
             if request.path == "/slow" {
                 slowStarted.value = true
@@ -529,8 +320,8 @@ struct HTTPServerTests {
     }
 
     @Test func isPeerGoneBecomesTrueAfterTheClientCloses() throws {
-        let goneAtStart = Shared<Bool?>(nil)
-        let goneAtEnd = Shared<Bool?>(nil)
+        let goneAtStart = Locked<Bool?>(nil)
+        let goneAtEnd = Locked<Bool?>(nil)
         let (server, address) = try startServer { _, connection in
             goneAtStart.value = connection.isPeerGone()
             let noticed = waitUntil(seconds: 10) { connection.isPeerGone() }
@@ -599,16 +390,42 @@ struct HTTPServerTests {
         #expect(fileMode(path).map { $0 & S_IFMT == S_IFREG } == true, "a regular file is left alone")
     }
 
-    @Test func connectionsOverTheLimitGet503() throws {
-        let (server, address) = try startServer(configure: { $0.maxConnections = 2 })
+    @Test func connectionsOverTheLimitGet503OnlyWhenAllAreBusy() throws {
+        let release = Locked(false)
+        let running = Locked(0)
+        let (server, address) = try startServer(configure: { $0.maxConnections = 2 }) { request, _ in
+            if request.path.hasPrefix("/busy") {
+                running.value += 1
+                _ = waitUntil(seconds: 20) { release.value }
+            }
+            return HTTPResponse(status: 200, body: Array(request.path.utf8))
+        }
         defer { server.stop() }
-        var held: [RawClient] = []
+        // Idle keep-alive connections make room: the one idle the longest is closed.
+        var idle: [RawClient] = []
         for index in 0..<2 {
             let client = try RawClient(address)
-            client.send("GET /held\(index) HTTP/1.1\r\nHost: t\r\n\r\n")
-            #expect(try client.readResponse().text == "/held\(index)")
-            held.append(client)
+            client.send("GET /idle\(index) HTTP/1.1\r\nHost: t\r\n\r\n")
+            #expect(try client.readResponse().text == "/idle\(index)")
+            idle.append(client)
         }
+        let newcomer = try RawClient(address)
+        newcomer.send("GET /new HTTP/1.1\r\nHost: t\r\n\r\n")
+        #expect(try newcomer.readResponse().text == "/new")
+        let (evictedBytes, evictedEOF) = idle[0].readToEnd()
+        #expect(evictedEOF && evictedBytes.isEmpty)
+        newcomer.close()
+        idle[1].close()
+        #expect(waitUntil { server.activeConnectionCount == 0 })
+
+        // Every connection has a request in progress: the newcomer gets 503.
+        var busy: [RawClient] = []
+        for index in 0..<2 {
+            let client = try RawClient(address)
+            client.send("GET /busy\(index) HTTP/1.1\r\nHost: t\r\n\r\n")
+            busy.append(client)
+        }
+        #expect(waitUntil { running.value == 2 })
         let extra = try RawClient(address)
         extra.send("GET /extra HTTP/1.1\r\nHost: t\r\n\r\n")
         let (bytes, eof) = extra.readToEnd()
@@ -617,12 +434,51 @@ struct HTTPServerTests {
         #expect(response?.status == 503)
         #expect(response?.reason == "Service Unavailable")
         #expect(response?.header("Content-Type") == "text/plain; charset=utf-8")
+        #expect(response?.header("Retry-After") == "1")
 
-        held[0].close()
-        #expect(waitUntil { server.activeConnectionCount < 2 })
-        let later = try RawClient(address)
-        later.send("GET /later HTTP/1.1\r\nHost: t\r\n\r\n")
-        #expect(try later.readResponse().text == "/later")
+        release.value = true
+        #expect(try busy[0].readResponse().text == "/busy0")
+        #expect(try busy[1].readResponse().text == "/busy1")
+    }
+
+    @Test func chunkedRequestBodiesAreDecoded() throws {
+        let (server, address) = try startServer(configure: { $0.maxRequestBodyBytes = 64 }) { request, _ in
+            HTTPResponse(status: 200, body: request.body)
+        }
+        defer { server.stop() }
+        let client = try RawClient(address)
+        // Sizes in hex with an extension, a trailer field, sent in pieces.
+        client.send("POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\n0x123\r\n")
+        usleep(50_000)
+        client.send("9\r\n+0x456789\r\n0\r\nX-Trailer: 1\r\n\r\n")
+        #expect(try client.readResponse().text == "0x123+0x456789")
+        // The connection stays usable.
+        client.send("POST /s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        #expect(try client.readResponse().body.isEmpty)
+
+        for (request, status) in [
+            ("POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n", 413),   // 65 > 64
+            ("POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+            ("POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", 400),
+        ] {
+            let bad = try RawClient(address)
+            bad.send(request)
+            #expect(try bad.readResponse().status == status, "\(request.debugDescription)")
+        }
+    }
+
+    @Test func notHTTPIsRefusedAtOnce() throws {
+        let (server, address) = try startServer(configure: { $0.idleTimeoutSeconds = 30; $0.headTimeoutSeconds = 30 })
+        defer { server.stop() }
+        for request in [[0x16, 0x03, 0x01, 0x02, 0x00, 0x01], Array("GET /\r\n".utf8), Array("\u{1}\u{2}binary".utf8)] as [[UInt8]] {
+            let client = try RawClient(address)
+            client.send(request)
+            // The client's receive timeout (10 s) is shorter than the server's deadlines (30 s):
+            // an answer and EOF here were not waiting for a deadline.
+            let (bytes, eof) = client.readToEnd()
+            #expect(eof, "\(request)")
+            #expect(RawResponse.parse(bytes[...], bodyless: false)?.0.status == 400, "\(request)")
+        }
     }
 
     @Test func idleAndSlowClientsAreTimedOut() throws {
@@ -658,7 +514,7 @@ struct HTTPServerTests {
     }
 
     @Test func threadsAreNamedAndSocketsCloseOnExec() throws {
-        let inHandler = Shared<[String]>([])
+        let inHandler = Locked<[String]>([])
         let (server, address) = try startServer { _, connection in
             let flags = fcntl(connection.descriptor, F_GETFD)
             inHandler.value = [readSmallFile("/proc/thread-self/comm") ?? "?",
@@ -666,12 +522,12 @@ struct HTTPServerTests {
             return HTTPResponse(status: 200)
         }
         defer { server.stop() }
-        // The accept thread names itself once it runs, which may be a moment after start().
-        #expect(waitUntil { threadNames().contains("pprof-accept") })
+        // The event-loop thread names itself once it runs, which may be a moment after start().
+        #expect(waitUntil { threadNames().contains("pprof-http") })
         let client = try RawClient(address)
         client.send("GET / HTTP/1.1\r\n\r\n")
         #expect(try client.readResponse().status == 200)
-        #expect(inHandler.value == ["pprof-conn", "cloexec"])
+        #expect(inHandler.value == ["pprof-worker", "cloexec"])
     }
 
     @Test func aClientThatStopsReadingIsDropped() throws {
@@ -687,8 +543,8 @@ struct HTTPServerTests {
     }
 
     @Test func stopWakesALongHandler() throws {
-        let started = Shared(false)
-        let noticed = Shared<Bool?>(nil)
+        let started = Locked(false)
+        let noticed = Locked<Bool?>(nil)
         let (server, address) = try startServer { _, connection in
             started.value = true
             noticed.value = waitUntil(seconds: 10) { connection.isPeerGone() }
@@ -757,9 +613,13 @@ struct HTTPParsingTests {
         #expect(throws: HTTPParseError.badRequest) { try head("CONNECT host:443 HTTP/1.1\r\n\r\n") }
     }
 
-    @Test func errors() {
+    @Test func errors() throws {
+        #expect(try head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").chunked)
         #expect(throws: HTTPParseError.notImplemented) {
-            try head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        }
+        #expect(throws: HTTPParseError.badRequest, "both framings: a smuggling attempt") {
+            try head("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
         }
         #expect(throws: HTTPParseError.versionNotSupported) { try head("GET / HTTP/2.0\r\n\r\n") }
         #expect(throws: HTTPParseError.badRequest) { try head("GET / HTTP/1.1\r\nX: a\u{0}b\r\n\r\n") }

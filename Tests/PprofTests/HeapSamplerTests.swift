@@ -468,7 +468,7 @@ private func delta(_ before: [[UInt64]: (objects: Int64, bytes: Int64)],
 /// Every test that changes the process-wide heap sampling rate lives under
 /// this suite, so that no two of them run at once; it is itself part of the
 /// serialized process-wide suite, away from the fault tests' allocation storms.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Heap sampling", .serialized) enum HeapSamplingTests {}
 }
-typealias HeapSamplingTests = CPUSamplingTests.HeapSamplingTests
+typealias HeapSamplingTests = ProcessWideStateTests.HeapSamplingTests

@@ -83,7 +83,7 @@ struct IntegrationAPITests {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         #expect(rc == 0)
-        let request = Array("GET /debug/pprof/cmdline HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+        let request = Array("GET /debug/pprof/cmdline HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         let response = try RawHTTPClient.parse(RawHTTPClient.readAll(fd))
         #expect(response.status == 200)
@@ -139,7 +139,7 @@ struct RecordingLogHandler: LogHandler {
 }
 
 // Starts CPU sampling: serialized with the other tests that do.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("PprofHandler cancellation")
     struct PprofHandlerCancellationTests {
         @Test("cancelling the calling task ends a CPU profile early")

@@ -14,18 +14,21 @@ struct PprofServerTests {
         #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline").status == 200)
     }
 
-    @Test("a taken port throws addressInUse and the first server keeps working")
+    @Test("a taken port: the one-liner logs and returns a server that does not serve; required throws addressInUse")
     func takenPort() throws {
         let first = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
         defer { first.stop() }
         let port = try #require(first.port)
-        #expect(throws: PprofServerError.self) { try PprofServer.start(.init(host: "127.0.0.1", port: port)) }
+        let second = try PprofServer.start(.init(host: "127.0.0.1", port: port))
+        #expect(!second.isServing && second.port == nil)
         do {
-            _ = try PprofServer.start(.init(host: "127.0.0.1", port: port))
+            _ = try PprofServer.start(.init(host: "127.0.0.1", port: port), required: true)
+            Issue.record("a taken port did not throw with required: true")
         } catch {
             #expect(error.kind == .addressInUse)
             #expect(error.description.contains("\(port)"))
         }
+        #expect(throws: PprofServerError.self) { try PprofServer(configuration: .init(host: "127.0.0.1", port: port)).start() }
         #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline").status == 200)
     }
 
@@ -46,7 +49,7 @@ struct PprofServerTests {
     ])
     func badAddress(host: String, port: Int) {
         do {
-            _ = try PprofServer.start(.init(host: host, port: port))
+            _ = try PprofServer.start(.init(host: host, port: port), required: true)
             Issue.record("\(host):\(port) was accepted")
         } catch {
             #expect(error.kind == .invalidAddress, "\(host):\(port) gave \(error)")

@@ -81,7 +81,7 @@ struct SecurityTests {
             ("NUL in a header", Array("GET / HTTP/1.1\r\nX: a\u{0}b\r\n\r\n".utf8)),
             ("two lengths", Array("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx".utf8)),
             ("huge length", Array("POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n".utf8)),
-            ("chunked", Array("POST /debug/pprof/symbol HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".utf8)),
+            ("gzip coding", Array("POST /debug/pprof/symbol HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".utf8)),
             ("HTTP/2", Array("GET / HTTP/2.0\r\n\r\n".utf8)),
             ("long line", Array(("GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\n\r\n").utf8)),
             ("big header", Array(("GET / HTTP/1.1\r\nX: " + String(repeating: "b", count: 17_000) + "\r\n\r\n").utf8)),
@@ -114,11 +114,17 @@ struct SecurityTests {
                                handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
         defer { small.stop() }
         guard case let .tcp(_, smallPort) = try small.start() else { throw FaultHTTP.Failure(description: "not TCP") }
-        let held = try FaultHTTP.connect(port: smallPort)
-        _ = "GET /debug/pprof/cmdline HTTP/1.1\r\nHost: x".withCString { send(held, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        #expect(faultWaitUntil { small.activeConnectionCount == 1 })
+        // The one connection is busy (a 2 s delta profile): the next one is refused.
+        let busy = try FaultHTTP.connect(port: smallPort)
+        _ = "GET /debug/pprof/block?seconds=2 HTTP/1.1\r\nHost: x\r\n\r\n".withCString { send(busy, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        #expect(waitUntil { small.activeConnectionCount == 1 })
+        usleep(200_000)  // the request is read and with a worker
         let over = try FaultHTTP.exchange(port: smallPort, bytes: Array("GET /debug/pprof/ HTTP/1.1\r\n\r\n".utf8))
         if let r = try StrictResponse.parseStream(over.bytes[...], bodyless: { _ in false }).last { inspect(r, "over the limit") }
+        close(busy)
+        #expect(waitUntil { small.activeConnectionCount == 0 })
+        let held = try FaultHTTP.connect(port: smallPort)
+        _ = "GET /debug/pprof/cmdline HTTP/1.1\r\nHost: x".withCString { send(held, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
         let timedOut = FaultHTTP.readUntilClosed(held, timeoutSeconds: 10)
         close(held)
         if let r = try StrictResponse.parseStream(timedOut.bytes[...], bodyless: { _ in false }).last { inspect(r, "timed out") }

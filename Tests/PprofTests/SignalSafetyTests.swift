@@ -5,7 +5,7 @@ import Testing
 
 /// What happens when the process around the profiler changes SIGPROF or runs
 /// short of kernel resources: the profiler steps back, it never kills the host.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("SIGPROF taken or scarce", .serialized)
     struct SignalSafetyTests {
         @Test("a thread dump refuses, without sending a signal, when SIGPROF was reset to SIG_DFL")

@@ -17,7 +17,8 @@ private let libcDebugFileInstalled: Bool = {
     guard let libc = libcObject(), let file = MappedFile(path: libc.name), let image = ELFImage(bytes: file.bytes) else {
         return false
     }
-    return SeparateDebugFile(for: image, path: libc.name, buildID: libc.buildID) != nil
+    var transient = false
+    return SeparateDebugFile(for: image, path: libc.name, buildID: libc.buildID, transientFailure: &transient) != nil
 }()
 
 /// Return addresses of a fresh thread's stack, from its innermost frame out.

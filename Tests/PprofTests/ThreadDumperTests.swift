@@ -69,13 +69,6 @@ private final class Gate: @unchecked Sendable {
 }
 
 /// A value behind a lock, shared with raw threads.
-private final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<R>(_ body: (inout Value) -> R) -> R { lock.withLock { body(&value) } }
-}
-
 /// Counts threads that reached their blocking point; records per-role facts.
 private final class Registry: @unchecked Sendable {
     private let lock = NSLock()
@@ -92,14 +85,6 @@ private final class Registry: @unchecked Sendable {
     var count: Int { lock.withLock { tids.count } }
 }
 
-private func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let end = Date().addingTimeInterval(seconds)
-    while !condition() {
-        if Date() > end { return false }
-        usleep(1000)
-    }
-    return true
-}
 
 /// [start, end) of the function containing `address`, from its FDE.
 private func functionBounds(containing address: UInt64) -> Range<UInt64>? {
@@ -200,7 +185,7 @@ private func mappedRanges(of file: String) -> [Range<UInt64>] {
 
 // MARK: - tests
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite(.serialized) struct ThreadDumperTests {
         @Test func blockedAndBusyThreadsShowTheirSwiftCallers() throws {
             let gate = Gate()
@@ -520,7 +505,7 @@ extension CPUSamplingTests {
 }
 
 // Drives the C sampler directly: it must not overlap other CPU sampling tests.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite struct ThreadDumpsAndCPUSampling {
         @Test func dumpsAndCPUSamplingShareSIGPROF() throws {
             _ = ThreadDumper.dump(deadlineMilliseconds: 50) // dump handler installed (it may be already)

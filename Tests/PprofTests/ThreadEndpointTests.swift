@@ -10,7 +10,7 @@ import Testing
 }
 
 /// The thread-dump endpoints through HTTP and `go tool pprof`.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Thread endpoints", .serialized)
     struct ThreadEndpointTests {
         /// Starts `count` named threads blocked in `threadEndpointParkedReader`
@@ -99,13 +99,13 @@ extension CPUSamplingTests {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
             let port = server.port!
-            let releaseBox = LockedBox<(@Sendable () -> Void)?>(nil)
+            let releaseBox = Locked<(@Sendable () -> Void)?>(nil)
             let starter = Thread {
                 usleep(400_000) // after the first snapshot
-                releaseBox.set(self.parkThreads(4, name: "te-delta"))
+                releaseBox.value = self.parkThreads(4, name: "te-delta")
             }
             starter.start()
-            defer { releaseBox.get()?() }
+            defer { releaseBox.value?() }
             let r = try RawHTTPClient.request(port: port, target: "/debug/pprof/goroutine?seconds=1")
             #expect(r.header("Content-Disposition") == "attachment; filename=\"goroutine-delta\"")
             let path = try GoPprof.temporaryFile(r.body, name: "goroutine-delta.pb.gz")
@@ -141,10 +141,3 @@ extension CPUSamplingTests {
     }
 }
 
-final class LockedBox<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ v: T) { value = v }
-    func set(_ v: T) { lock.withLock { value = v } }
-    func get() -> T { lock.withLock { value } }
-}

@@ -17,7 +17,10 @@ enum CPUProfileEndpoint {
             switch code {
             case EBUSY: return .pprofError(500, "Could not enable CPU profiling: cpu profiling already in use")
             case EEXIST: return .pprofError(500, "Could not enable CPU profiling: another SIGPROF handler replaced the profiler's")
-            default: return .pprofError(500, "Could not enable CPU profiling: the kernel refused the profiling timers")
+            case EMFILE, ENFILE, ENOMEM, EAGAIN:
+                // Resources that may free up: say which, and that a retry may work.
+                return .pprofError(503, "Could not enable CPU profiling: \(SocketIO.errorText(code))")
+            default: return .pprofError(500, "Could not enable CPU profiling: \(SocketIO.errorText(code))")
             }
         }
         if let text = ProfileTextFormats.response(request, profile: profile.builder(), symbols: symbols) {

@@ -9,6 +9,13 @@ protocol NamedProfile: Sendable {
     func collect() -> ProfileData
     /// Go's legacy text format for `debug=1` (and `debug=2` where it differs).
     func text(debug: Int, symbols: some SymbolSource) -> String
+    /// Why the profile cannot be taken now (answered with 503), or nil: a
+    /// profile that could not look is never served as an empty one.
+    func unavailableReason() -> String?
+}
+
+extension NamedProfile {
+    func unavailableReason() -> String? { nil }
 }
 
 /// Go's block and mutex profiles: Swift has no runtime hook that measures

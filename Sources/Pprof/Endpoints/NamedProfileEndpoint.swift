@@ -6,6 +6,9 @@ enum NamedProfileEndpoint {
 
     static func handle(_ request: HTTPRequest, profile: any NamedProfile, settings: EndpointSettings,
                        symbols: some SymbolSource, isCancelled: () -> Bool) -> HTTPResponse {
+        if let reason = profile.unavailableReason() {
+            return .pprofError(503, "pprof: \(reason)")
+        }
         if let seconds = request.queryValue("seconds"), !seconds.isEmpty {
             return delta(request, profile: profile, rawSeconds: seconds, settings: settings, symbols: symbols,
                          isCancelled: isCancelled)

@@ -13,6 +13,8 @@ struct GoroutineProfile: NamedProfile {
 
     func count() -> Int { liveThreadIDs().count }
 
+    func unavailableReason() -> String? { threadListingFailure() }
+
     func collect() -> ProfileData {
         var data = ProfileData(
             sampleTypes: [ValueType(type: "goroutine", unit: "count")],
@@ -101,6 +103,8 @@ struct ThreadCreateProfile: NamedProfile {
 
     func count() -> Int { liveThreadIDs().count }
 
+    func unavailableReason() -> String? { threadListingFailure() }
+
     func collect() -> ProfileData {
         var data = ProfileData(
             sampleTypes: [ValueType(type: "threadcreate", unit: "count")],
@@ -120,6 +124,16 @@ struct ThreadCreateProfile: NamedProfile {
     func text(debug: Int, symbols: some SymbolSource) -> String {
         LegacyText.countProfile(name, collect(), leafIsExact: false, symbols: symbols)
     }
+}
+
+/// Why the threads cannot be listed now (EMFILE at the descriptor limit),
+/// or nil.
+func threadListingFailure() -> String? {
+    guard let dir = opendir("/proc/self/task") else {
+        return "cannot list the process's threads: \(SocketIO.errorText(errno))"
+    }
+    closedir(dir)
+    return nil
 }
 
 /// Thread ids from /proc/self/task.

@@ -5,7 +5,7 @@ enum HTTPParseError: Error, Equatable {
     case uriTooLong
     case headerFieldsTooLarge
     case payloadTooLarge
-    /// A Transfer-Encoding (chunked request bodies are not supported).
+    /// A Transfer-Encoding other than chunked.
     case notImplemented
     case versionNotSupported
 
@@ -31,6 +31,8 @@ struct HTTPRequestHead: Sendable {
     var minorVersion: Int
     var headers: [(name: String, value: String)]
     var contentLength: Int
+    /// "Transfer-Encoding: chunked": the body comes in chunks.
+    var chunked: Bool = false
     /// Whether the connection may serve another request after this one.
     var keepAlive: Bool
     /// "Expect: 100-continue" on an HTTP/1.1 request.
@@ -52,6 +54,7 @@ struct HTTPHeadScanner {
     private var requestStart = 0
     private var requestLineEnd = -1
     private var headerLines = 0
+    private var sawMethodEnd = false
 
     init(maxRequestLineBytes: Int, maxHeaderBytes: Int, maxHeaderCount: Int) {
         self.maxRequestLineBytes = maxRequestLineBytes
@@ -66,6 +69,7 @@ struct HTTPHeadScanner {
         requestStart = 0
         requestLineEnd = -1
         headerLines = 0
+        sawMethodEnd = false
     }
 
     /// Whether any byte of a request (not just blank lines) has arrived.
@@ -85,11 +89,23 @@ struct HTTPHeadScanner {
                         requestStart = position + 1
                     } else {
                         guard end - lineStart <= maxRequestLineBytes else { throw .uriTooLong }
+                        // Not "METHOD TARGET HTTP/x.y" (HTTP/0.9, binary): refused now,
+                        // not after waiting for header lines that will never come.
+                        guard Self.endsWithVersion(buffer[lineStart..<end]) else { throw .badRequest }
                         requestLineEnd = position + 1
                     }
                     lineStart = position + 1
                 } else if position - lineStart > maxRequestLineBytes {
                     throw .uriTooLong  // one byte is allowed past the limit: the CR
+                } else if !sawMethodEnd {
+                    // The method is a token: any other byte before the first space
+                    // means this is not HTTP at all.
+                    if byte == UInt8(ascii: " ") {
+                        guard position > lineStart else { throw .badRequest }
+                        sawMethodEnd = true
+                    } else if !isTokenByte(byte) && byte != UInt8(ascii: "\r") {
+                        throw .badRequest
+                    }
                 }
             } else {
                 let headerBytes = position + 1 - requestLineEnd
@@ -110,6 +126,15 @@ struct HTTPHeadScanner {
             position += 1
         }
         return nil
+    }
+
+    /// Whether a request line ends in " HTTP/" digit "." digit.
+    private static func endsWithVersion(_ line: ArraySlice<UInt8>) -> Bool {
+        let suffix = line.suffix(9)
+        guard suffix.count == 9 else { return false }
+        let bytes = Array(suffix)
+        return bytes[0] == UInt8(ascii: " ") && Array(bytes[1...5]) == Array("HTTP/".utf8)
+            && isDigit(bytes[6]) && bytes[7] == UInt8(ascii: ".") && isDigit(bytes[8])
     }
 
     /// The end of the line whose LF is at `lf`, without a CR before it.
@@ -133,7 +158,7 @@ enum HTTPRequestParser {
         var head = try parseRequestLine(requestLine)
 
         var contentLength: Int?
-        var hasTransferEncoding = false
+        var transferCodings: [Substring] = []
         var closeRequested = false
         var keepAliveRequested = false
         for line in lines.dropFirst() {
@@ -144,7 +169,7 @@ enum HTTPRequestParser {
                       contentLength == nil || contentLength == length else { throw .badRequest }
                 contentLength = length
             } else if asciiCaseInsensitiveEqual(name, "Transfer-Encoding") {
-                hasTransferEncoding = true
+                transferCodings += value.split(separator: ",").map { $0.trimmingBlanks() }
             } else if asciiCaseInsensitiveEqual(name, "Connection") {
                 for token in value.split(separator: ",") {
                     let trimmed = token.trimmingBlanks()
@@ -156,7 +181,14 @@ enum HTTPRequestParser {
                     && asciiCaseInsensitiveEqual(value, "100-continue")
             }
         }
-        if hasTransferEncoding { throw .notImplemented }
+        if !transferCodings.isEmpty {
+            // Both framings at once is how requests are smuggled (RFC 9112 6.1): refused.
+            guard contentLength == nil, head.minorVersion == 1 else { throw .badRequest }
+            guard transferCodings.count == 1, asciiCaseInsensitiveEqual(transferCodings[0], "chunked") else {
+                throw .notImplemented
+            }
+            head.chunked = true
+        }
         head.contentLength = contentLength ?? 0
         head.keepAlive = !closeRequested && (head.minorVersion == 1 || keepAliveRequested)
         return head

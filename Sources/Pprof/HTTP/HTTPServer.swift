@@ -1,26 +1,28 @@
 import Glibc
 import Synchronization
 
-/// A small HTTP/1.1 server on its own pthreads: one accept thread plus one
-/// thread per connection, so it keeps answering while the application's
-/// event loops or Swift's cooperative pool are stuck, and a slow handler
-/// (a 30 s CPU profile) never holds up another request.
+/// A small HTTP/1.1 server on its own pthreads: one event-loop thread does
+/// all the socket work for every connection, and a small pool of worker
+/// threads runs the handlers. So it keeps answering while the application's
+/// event loops or Swift's cooperative pool are stuck, a slow handler (a 30 s
+/// CPU profile) never holds up another request, and idle or slow clients
+/// cost descriptors, not threads (see `HTTPEventLoop`).
 ///
 /// - HTTP/1.0 and 1.1, keep-alive (1.1 unless `Connection: close`; 1.0 only
 ///   with `Connection: keep-alive`), pipelined requests answered in order.
-/// - Request bodies: Content-Length only, up to `maxRequestBodyBytes` (else
-///   413). Any Transfer-Encoding (chunked) gets 501; `Expect: 100-continue`
-///   gets its interim 100.
+/// - Request bodies: Content-Length or chunked, up to `maxRequestBodyBytes`
+///   (else 413); another Transfer-Encoding gets 501, both framings 400;
+///   `Expect: 100-continue` gets its interim 100.
 /// - Refused requests (400 malformed, 414 request line over 8 KiB, 431 header
-///   limits, 408 request not complete within the idle timeout, 505 HTTP/2+)
-///   get a short text/plain answer and the connection is closed.
-/// - More than `maxConnections` open connections (idle keep-alive ones
-///   count): the newcomer gets 503 (no body, `Retry-After: 1`) and is
-///   closed, without a thread.
+///   limits, 408 request not complete in time, 505 HTTP/2+) get a short
+///   text/plain answer and the connection is closed.
+/// - `maxConnections` open connections; a newcomer over it closes the one
+///   idle the longest, or gets 503 (no body, `Retry-After: 1`) when every
+///   connection has a request in progress.
 /// - Every closing is graceful: shutdown(SHUT_WR), then what the client still
 ///   sends is drained (at most 2 s, 1 MiB) so no reset destroys the answer.
-/// - All calls restart after EINTR; sends use MSG_NOSIGNAL; sockets are
-///   close-on-exec; threads are named "pprof-accept" and "pprof-conn".
+/// - Sends use MSG_NOSIGNAL; sockets are non-blocking and close-on-exec;
+///   threads are named "pprof-http" and "pprof-worker".
 ///
 /// A start that failed may be retried. Releasing the last reference stops
 /// the server.
@@ -36,38 +38,42 @@ final class HTTPServer: Sendable {
         core.stop()
     }
 
-    /// Binds, listens, starts the accept thread. Returns the bound address
-    /// (numeric host, port 0 resolved to the real port). Throws
+    /// Binds, listens, starts the event-loop thread. Returns the bound
+    /// address (numeric host, port 0 resolved to the real port). Throws
     /// `HTTPServerError`; a second start (also after `stop()`) throws
     /// `.alreadyStarted`.
     func start() throws -> ListenAddress {
         try core.start()
     }
 
-    /// Closes the listener (and removes a Unix socket file), shuts down open
-    /// connections, waits up to about 2 s for their threads to finish.
-    /// Handlers still running after that finish on their own; their
+    /// Closes the listener (and removes a Unix socket file) and every
+    /// connection, waits up to about 2 s for running handlers. Handlers
+    /// still running after that finish on their own; their
     /// `HTTPClientConnection.isPeerGone()` is true. Idempotent.
     func stop() {
         core.stop()
     }
 
-    /// Connections being served now (for tests).
+    /// Connections open now, idle ones included (for tests).
     var activeConnectionCount: Int {
-        core.activeConnectionCount
+        core.openConnections
     }
 }
 
 /// The server's shared state, kept apart from `HTTPServer` so that its
 /// threads do not keep the public object (whose deinit stops them) alive.
+/// Workers hand their responses to the event loop through it.
 final class HTTPServerCore: Sendable {
     let configuration: HTTPServerConfiguration
     let handler: @Sendable (HTTPRequest, HTTPClientConnection) -> HTTPResponse
+    private let pool: HTTPWorkerPool
     private let state = Mutex(State())
+    private let open = Atomic<Int>(0)
 
     private struct State {
         var phase = Phase.idle
-        var connections: [ObjectIdentifier: HTTPClientConnection] = [:]
+        /// Responses waiting for the event loop, by connection number.
+        var completions: [(Int, HTTPResponse)] = []
     }
 
     private enum Phase {
@@ -80,21 +86,21 @@ final class HTTPServerCore: Sendable {
         let listener: HTTPListener
         let wakeReader: Int32
         let wakeWriter: Int32
-        let acceptThread: pthread_t
+        let loopThread: pthread_t
     }
 
-    /// How long `stop()` waits for connection threads.
+    /// How long `stop()` waits for running handlers.
     static let stopGraceMilliseconds = 2000
 
     init(configuration: HTTPServerConfiguration,
          handler: @escaping @Sendable (HTTPRequest, HTTPClientConnection) -> HTTPResponse) {
         self.configuration = configuration
         self.handler = handler
+        self.pool = HTTPWorkerPool(maxWorkers: configuration.maxConcurrentRequests,
+                                   maxPerClient: configuration.maxConcurrentRequestsPerClient)
     }
 
-    var activeConnectionCount: Int {
-        state.withLock { $0.connections.count }
-    }
+    var openConnections: Int { open.load(ordering: .relaxed) }
 
     func start() throws(HTTPServerError) -> ListenAddress {
         try state.withLock { (state: inout State) throws(HTTPServerError) -> ListenAddress in
@@ -110,12 +116,12 @@ final class HTTPServerCore: Sendable {
             let listenFD = listener.descriptor
             let wakeReader = wake[0]
             let isUnix = if case .unix = listener.boundAddress { true } else { false }
-            switch PThread.spawn(name: "pprof-accept", joinable: true, { [self] in
-                HTTPAcceptLoop(core: self, listener: listenFD, wakeReader: wakeReader, isUnix: isUnix).run()
+            switch PThread.spawn(name: "pprof-http", joinable: true, { [self] in
+                HTTPEventLoop(core: self, listener: listenFD, wakeReader: wakeReader, isUnix: isUnix).run()
             }) {
             case let .success(thread):
                 state.phase = .running(Running(listener: listener, wakeReader: wake[0],
-                                               wakeWriter: wake[1], acceptThread: thread))
+                                               wakeWriter: wake[1], loopThread: thread))
                 return listener.boundAddress
             case let .failure(error):
                 listener.close()
@@ -141,35 +147,83 @@ final class HTTPServerCore: Sendable {
         }
         guard let running else { return }
 
-        var byte: UInt8 = 1
-        var sent: Int
-        repeat { sent = send(running.wakeWriter, &byte, 1, Int32(MSG_NOSIGNAL)) } while sent < 0 && errno == EINTR
-        PThread.join(running.acceptThread)
+        Self.wake(running.wakeWriter)
+        PThread.join(running.loopThread)
         running.listener.close()
         SocketIO.closeDescriptor(running.wakeReader)
         SocketIO.closeDescriptor(running.wakeWriter)
-
-        for connection in state.withLock({ Array($0.connections.values) }) {
-            connection.shutdownForStop()
+        for job in pool.stop() {
+            job.connection.shutdownForStop()
+            closed(job.connection)
         }
         let deadline = Deadline.now().adding(milliseconds: Self.stopGraceMilliseconds)
-        while activeConnectionCount > 0 && !deadline.hasPassed {
+        while openConnections > 0 && !deadline.hasPassed {
             usleep(5_000)
         }
     }
 
-    /// Called by the accept thread: registers a connection unless the limit
-    /// is reached.
-    func admit(_ connection: HTTPClientConnection) -> Bool {
+    // MARK: Between the event loop and the workers
+
+    /// Event loop: a connection was accepted.
+    func opened() {
+        open.add(1, ordering: .relaxed)
+    }
+
+    /// Closes a connection's socket; called once per connection, by the
+    /// event loop, or by a worker once the server stopped.
+    func closed(_ connection: HTTPClientConnection) {
+        connection.close()
+        open.subtract(1, ordering: .relaxed)
+    }
+
+    /// Event loop: hands a request to the pool. False when no worker thread
+    /// could be started.
+    func dispatch(_ request: HTTPRequest, from connection: HTTPConnection) -> Bool {
+        let id = connection.id
+        let client = connection.client
+        let job = HTTPWorkerPool.Job(id: id, client: connection.peer, connection: client) { [self] in
+            complete(id, handler(request, client), client)
+        }
+        return pool.submit(job)
+    }
+
+    /// Event loop, woken: the responses ready since last time; nil once stopping.
+    func takeCompletions() -> [(Int, HTTPResponse)]? {
         state.withLock { state in
-            guard state.connections.count < max(1, configuration.maxConnections) else { return false }
-            state.connections[ObjectIdentifier(connection)] = connection
-            return true
+            guard case .running = state.phase else { return nil }
+            defer { state.completions = [] }
+            return state.completions
         }
     }
 
-    /// Called when a connection's thread is done with it (or never started).
-    func release(_ connection: HTTPClientConnection) {
-        _ = state.withLock { $0.connections.removeValue(forKey: ObjectIdentifier(connection)) }
+    /// Event loop, stopping: the connections whose responses it will never
+    /// write (their workers are done, so nobody else closes them).
+    func takeUndelivered() -> Set<Int> {
+        state.withLock { state in
+            defer { state.completions = [] }
+            return Set(state.completions.map(\.0))
+        }
+    }
+
+    /// Worker: a handler's answer, for the event loop to write. The wake-up
+    /// is sent under the lock: `stop()` closes the wake socket only after
+    /// leaving `.running`, so the descriptor cannot be someone else's by then.
+    private func complete(_ id: Int, _ response: HTTPResponse, _ connection: HTTPClientConnection) {
+        let queued: Bool = state.withLock { state in
+            guard case let .running(running) = state.phase else { return false }
+            state.completions.append((id, response))
+            Self.wake(running.wakeWriter)
+            return true
+        }
+        if !queued {
+            closed(connection)  // stopped meanwhile: the event loop is gone
+        }
+    }
+
+    private static func wake(_ fd: Int32) {
+        var byte: UInt8 = 1
+        var sent: Int
+        repeat { sent = send(fd, &byte, 1, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) } while sent < 0 && errno == EINTR
+        // EAGAIN: the socket is full of wake-ups already.
     }
 }

@@ -30,97 +30,12 @@ struct Deadline: Sendable {
 }
 
 /// Thin EINTR-safe wrappers over the socket calls the server makes. The
-/// process takes SIGPROF constantly while profiling, so every blocking call
-/// is restarted by hand, with deadlines on the monotonic clock.
+/// process takes SIGPROF constantly while profiling, so every call is
+/// restarted by hand after EINTR.
 enum SocketIO {
     /// POLLRDHUP (a _GNU_SOURCE macro Swift does not import); same value on
     /// every Linux architecture.
     static let pollReadHangUp: Int16 = 0x2000
-
-    enum ReadResult: Equatable {
-        case bytes(Int)
-        case endOfStream
-        case timedOut
-        case failed
-    }
-
-    /// Waits until `fd` has something to read (data, EOF or an error).
-    /// Returns false when the deadline passes first.
-    static func waitReadable(_ fd: Int32, until deadline: Deadline) -> Bool {
-        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        while true {
-            let rc = poll(&entry, 1, deadline.pollTimeout)
-            if rc > 0 { return true }
-            if rc == 0 {
-                if deadline.hasPassed { return false }
-                continue
-            }
-            if errno == EINTR { continue }
-            return true  // let the following recv report the error
-        }
-    }
-
-    /// Reads what is available (at most `scratch.count` bytes) and appends
-    /// it to `buffer`, waiting no later than `deadline`.
-    static func receive(_ fd: Int32, appendingTo buffer: inout [UInt8],
-                        scratch: inout [UInt8], until deadline: Deadline) -> ReadResult {
-        while true {
-            guard waitReadable(fd, until: deadline) else { return .timedOut }
-            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                buffer.append(contentsOf: scratch[0..<n])
-                return .bytes(n)
-            }
-            if n == 0 { return .endOfStream }
-            switch errno {
-            case EINTR, EAGAIN, EWOULDBLOCK: continue
-            default: return .failed
-            }
-        }
-    }
-
-    /// Sends every byte, never raising SIGPIPE. Gives up (returns false) on
-    /// an error or when no byte could be sent for `stallSeconds` (the socket
-    /// has SO_SNDTIMEO set, which makes a blocked send return).
-    static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, more: Bool = false,
-                        stallSeconds: Int) -> Bool {
-        guard var next = bytes.baseAddress else { return true }
-        var remaining = bytes.count
-        let flags = Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0)
-        var stallDeadline = Deadline.secondsFromNow(stallSeconds)
-        while remaining > 0 {
-            let n = send(fd, next, remaining, flags)
-            if n > 0 {
-                next += n
-                remaining -= n
-                stallDeadline = Deadline.secondsFromNow(stallSeconds)
-                continue
-            }
-            if n < 0 && errno == EINTR && !stallDeadline.hasPassed { continue }
-            return false  // EAGAIN here means SO_SNDTIMEO expired
-        }
-        return true
-    }
-
-    static func sendAll(_ fd: Int32, _ bytes: [UInt8], more: Bool = false, stallSeconds: Int) -> Bool {
-        bytes.withUnsafeBytes { sendAll(fd, $0, more: more, stallSeconds: stallSeconds) }
-    }
-
-    /// Reads and drops whatever the peer still sends until it closes, at
-    /// most `maxBytes` or until `deadline`. Used after shutdown(SHUT_WR) so
-    /// that closing with unread input does not reset the connection (an RST
-    /// can destroy the response before the client has read it).
-    static func drain(_ fd: Int32, maxBytes: Int, until deadline: Deadline) {
-        var scratch = [UInt8](repeating: 0, count: 16 << 10)
-        var total = 0
-        while total < maxBytes {
-            guard waitReadable(fd, until: deadline) else { return }
-            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { total += n; continue }
-            if n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) { continue }
-            return
-        }
-    }
 
     /// Drains without blocking; returns false once the peer closed or failed.
     static func drainNonBlocking(_ fd: Int32) -> Bool {
@@ -153,11 +68,6 @@ enum SocketIO {
         _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
     }
 
-    static func setSendTimeout(_ fd: Int32, seconds: Int) {
-        var tv = timeval(tv_sec: max(1, seconds), tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
     /// close(2) without a retry on EINTR: on Linux the descriptor is gone
     /// whatever close returns, and retrying could close someone else's.
     static func closeDescriptor(_ fd: Int32) {
@@ -179,13 +89,40 @@ enum SocketIO {
     }()
 
     /// accept(2) with the new descriptor close-on-exec (atomically where
-    /// accept4 exists). Returns -1 with errno set on failure.
-    static func acceptCloseOnExec(_ fd: Int32) -> Int32 {
+    /// accept4 exists), plus `extraFlags` of accept4. Returns -1 with errno
+    /// set on failure.
+    private static func acceptCloseOnExec(_ fd: Int32, extraFlags: Int32) -> Int32 {
         if let accept4 = accept4Function {
-            return accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            return accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue) | extraFlags)
         }
         let client = accept(fd, nil, nil)
         if client >= 0 { setCloseOnExec(client) }
         return client
+    }
+}
+
+extension SocketIO {
+    /// accept(2) of a non-blocking, close-on-exec socket (atomically where
+    /// accept4 exists). Returns -1 with errno set on failure.
+    static func acceptNonBlocking(_ fd: Int32) -> Int32 {
+        let client = acceptCloseOnExec(fd, extraFlags: Int32(SOCK_NONBLOCK.rawValue))
+        if client >= 0 { setNonBlocking(client) }
+        return client
+    }
+
+    /// The numeric address of a connected socket's peer ("127.0.0.1", "::1"),
+    /// without the port; "" if unknown.
+    static func peerAddress(_ fd: Int32) -> String {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        let named = withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                getpeername(fd, address, &length) == 0
+                    && getnameinfo(address, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0
+            }
+        }
+        guard named else { return "" }
+        return host.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 }

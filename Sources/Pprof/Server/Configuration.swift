@@ -19,7 +19,10 @@ extension PprofServer {
         public var cpuSamplingRate: Int
         /// The longest `seconds` a profile request may ask for.
         public var maxProfileSeconds: Int
-        /// Connections served at once; one more gets `503`.
+        /// Connections open at once, idle ones included. An open connection
+        /// costs a descriptor, not a thread; when they are all taken, a
+        /// newcomer closes the one idle the longest, and gets `503` only if
+        /// every connection has a request in progress.
         public var maxConnections: Int
         /// Name functions by their full demangled Swift names (with types,
         /// generic signatures and specialisation details) instead of short
@@ -27,6 +30,24 @@ extension PprofServer {
         /// also ask with `names=full` (or `names=short`). Either way each
         /// function's pprof `system_name` is its mangled symbol.
         public var fullFunctionNames = false
+        /// Requests answered at once (worker threads); more wait their turn.
+        /// A CPU profile holds one for its whole window.
+        public var maxConcurrentRequests: Int
+        /// Requests of one client (IP address) answered at once; its others
+        /// wait, so that one client cannot take every worker.
+        public var maxConcurrentRequestsPerClient: Int
+
+        /// Host names, besides loopback ones, that requests to a
+        /// loopback-bound server may name in `Host`. Others get `403`: that
+        /// stops web pages from reaching the server through DNS rebinding.
+        /// Needed only behind a proxy or tunnel that keeps its own `Host`.
+        public var allowedHosts: [String] = []
+        /// Whether `PPROF_*` environment variables (see
+        /// ``fromEnvironment(defaults:)``) fill in the settings this
+        /// configuration leaves at their defaults. Precedence: what code
+        /// set, then the environment, then the defaults. Set to false to
+        /// ignore the environment.
+        public var readsEnvironment = true
 
         /// Creates a configuration; every parameter has a default.
         ///
@@ -37,10 +58,13 @@ extension PprofServer {
         ///   - bearerToken: require `Authorization: Bearer <token>` on every request.
         ///   - cpuSamplingRate: CPU samples per CPU-second of each thread; default 100.
         ///   - maxProfileSeconds: the longest `seconds` a request may ask for; default 300.
-        ///   - maxConnections: requests served at once; default 16.
+        ///   - maxConnections: connections open at once; default 1024.
+        ///   - maxConcurrentRequests: requests answered at once; default 8.
+        ///   - maxConcurrentRequestsPerClient: requests of one client answered at once; default 4.
         public init(host: String = "127.0.0.1", port: Int = 6060, unixSocketPath: String? = nil,
                     bearerToken: String? = nil, cpuSamplingRate: Int = 100, maxProfileSeconds: Int = 300,
-                    maxConnections: Int = 16) {
+                    maxConnections: Int = 1024, maxConcurrentRequests: Int = 8,
+                    maxConcurrentRequestsPerClient: Int = 4) {
             self.host = host
             self.port = port
             self.unixSocketPath = unixSocketPath
@@ -48,6 +72,8 @@ extension PprofServer {
             self.cpuSamplingRate = cpuSamplingRate
             self.maxProfileSeconds = maxProfileSeconds
             self.maxConnections = maxConnections
+            self.maxConcurrentRequests = maxConcurrentRequests
+            self.maxConcurrentRequestsPerClient = maxConcurrentRequestsPerClient
         }
 
         /// Parses a listen address: `HOST:PORT` (`[::1]:6060` for IPv6) or
@@ -89,7 +115,9 @@ extension PprofServer {
         /// | `PPROF_BEARER_TOKEN` | require this bearer token |
         /// | `PPROF_MAX_PROFILE_SECONDS` | the longest profile a request may ask for |
         /// | `PPROF_CPU_SAMPLING_RATE` | CPU samples per CPU-second per thread |
+        /// | `PPROF_ALLOWED_HOSTS` | comma-separated names added to ``allowedHosts`` |
         ///
+        /// An empty or blank `PPROF_BEARER_TOKEN` is an error, not "no token".
         /// Variables not set keep the values of `defaults`.
         /// - Returns: nil when `PPROF_ENABLED` switches serving off.
         /// - Throws: ``PprofServerError`` with kind `.invalidConfiguration`
@@ -100,6 +128,32 @@ extension PprofServer {
 
         static func fromEnvironment(defaults: Configuration,
                                     lookup: (String) -> String?) throws(PprofServerError) -> Configuration? {
+            try fromEnvironment(defaults: defaults, lookup: lookup, keeping: { _ in false })
+        }
+
+        /// The environment over `configuration`, for the settings it left at
+        /// their defaults (what code set wins).
+        static func fromEnvironment(over configuration: Configuration,
+                                    lookup: (String) -> String?) throws(PprofServerError) -> Configuration? {
+            let d = Configuration()
+            let c = configuration
+            return try fromEnvironment(defaults: configuration, lookup: lookup, keeping: { setting in
+                switch setting {
+                case .listen: c.host != d.host || c.port != d.port || c.unixSocketPath != d.unixSocketPath
+                case .bearerToken: c.bearerToken != d.bearerToken
+                case .maxProfileSeconds: c.maxProfileSeconds != d.maxProfileSeconds
+                case .cpuSamplingRate: c.cpuSamplingRate != d.cpuSamplingRate
+                case .allowedHosts: false  // added to, never replaced
+                }
+            })
+        }
+
+        enum Setting {
+            case listen, bearerToken, maxProfileSeconds, cpuSamplingRate, allowedHosts
+        }
+
+        private static func fromEnvironment(defaults: Configuration, lookup: (String) -> String?,
+                                            keeping: (Setting) -> Bool) throws(PprofServerError) -> Configuration? {
             var c = defaults
             if let enabled = lookup("PPROF_ENABLED")?.lowercased() {
                 switch enabled {
@@ -108,15 +162,25 @@ extension PprofServer {
                 default: throw .invalidConfiguration("PPROF_ENABLED", enabled)
                 }
             }
-            if let listen = lookup("PPROF_LISTEN"), !listen.isEmpty { try c.setListenAddress(listen) }
-            if let token = lookup("PPROF_BEARER_TOKEN"), !token.isEmpty { c.bearerToken = token }
+            if let listen = lookup("PPROF_LISTEN"), !listen.isEmpty, !keeping(.listen) { try c.setListenAddress(listen) }
+            if let token = lookup("PPROF_BEARER_TOKEN") {
+                // Set but empty would silently mean "no authentication": fail closed.
+                guard !token.trimmingBlanks().isEmpty else {
+                    throw PprofServerError(kind: .invalidConfiguration,
+                                           message: "PPROF_BEARER_TOKEN is set but empty: set a token, or unset the variable")
+                }
+                if !keeping(.bearerToken) { c.bearerToken = token }
+            }
             if let text = lookup("PPROF_MAX_PROFILE_SECONDS") {
                 guard let v = Int(text), v > 0 else { throw .invalidConfiguration("PPROF_MAX_PROFILE_SECONDS", text) }
-                c.maxProfileSeconds = v
+                if !keeping(.maxProfileSeconds) { c.maxProfileSeconds = v }
             }
             if let text = lookup("PPROF_CPU_SAMPLING_RATE") {
                 guard let v = Int(text), (1...1000).contains(v) else { throw .invalidConfiguration("PPROF_CPU_SAMPLING_RATE", text) }
-                c.cpuSamplingRate = v
+                if !keeping(.cpuSamplingRate) { c.cpuSamplingRate = v }
+            }
+            if let text = lookup("PPROF_ALLOWED_HOSTS") {
+                c.allowedHosts += text.split(separator: ",").map { String($0.trimmingBlanks()) }.filter { !$0.isEmpty }
             }
             return c
         }

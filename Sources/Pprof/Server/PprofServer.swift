@@ -1,4 +1,5 @@
 import CPprof
+import Glibc
 import Logging
 import Synchronization
 
@@ -18,68 +19,152 @@ import Synchronization
 /// It is also a swift-service-lifecycle `Service`: add it to a
 /// `ServiceGroup` and it starts with the group and stops on graceful shutdown.
 public final class PprofServer: Sendable {
-    /// The configuration the server was created with.
+    /// The configuration in effect: the one the server was created with,
+    /// with the `PPROF_*` environment variables applied (see
+    /// ``Configuration/readsEnvironment``).
     public let configuration: Configuration
-    private let logger: Logger
+    private let logger: Logger?
     private let http: HTTPServer
     private let bound = Mutex<ListenAddress?>(nil)
+    /// Why the environment could not be applied, thrown by ``start()``.
+    private let environmentError: PprofServerError?
+    /// False when `PPROF_ENABLED` switched serving off.
+    private let enabled: Bool
 
     /// Creates a server; nothing is bound until ``start()``.
     ///
     /// - Parameters:
-    ///   - configuration: where to listen and how to sample.
+    ///   - configuration: where to listen and how to sample. Unless
+    ///     ``Configuration/readsEnvironment`` is false, `PPROF_*` variables
+    ///     fill in the settings it leaves at their defaults.
     ///   - logger: where the server logs: one `info` line with the bound
-    ///     address at start, warnings once. Silent by default.
-    public init(configuration: Configuration = Configuration(), logger: Logger? = nil) {
-        self.configuration = configuration
-        self.logger = logger ?? Logger(label: "pprof", factory: { _ in SwiftLogNoOpLogHandler() })
-        let handler = PprofHandler(configuration: configuration)
-        let address: ListenAddress = configuration.unixSocketPath.map { .unix(path: $0) }
-            ?? .tcp(host: configuration.host, port: configuration.port)
-        self.http = HTTPServer(
-            configuration: HTTPServerConfiguration(address: address, maxConnections: max(1, configuration.maxConnections)),
-            handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
+    ///     address at start, warnings once. Without one, warnings go to
+    ///     standard error and nothing else is printed.
+    public convenience init(configuration: Configuration = Configuration(), logger: Logger? = nil) {
+        self.init(configuration: configuration, logger: logger,
+                  environment: { name in getenv(name).map { String(cString: $0) } })
     }
 
-    /// Creates and starts a server in one call.
+    init(configuration: Configuration, logger: Logger?, environment: (String) -> String?) {
+        var effective = configuration
+        var environmentError: PprofServerError?
+        var enabled = true
+        if configuration.readsEnvironment {
+            do throws(PprofServerError) {
+                if let resolved = try Configuration.fromEnvironment(over: configuration, lookup: environment) {
+                    effective = resolved
+                } else {
+                    enabled = false
+                }
+            } catch {
+                environmentError = error
+            }
+        }
+        self.configuration = effective
+        self.environmentError = environmentError
+        self.enabled = enabled
+        self.logger = logger
+        let handler = PprofHandler(configuration: effective)
+        let address: ListenAddress = effective.unixSocketPath.map { .unix(path: $0) }
+            ?? .tcp(host: effective.host, port: effective.port)
+        let hostCheck = effective.unixSocketPath == nil && HostCheck.isLoopbackName(effective.host.lowercased())
+            ? HostCheck(allowedHosts: effective.allowedHosts) : nil
+        self.http = HTTPServer(
+            configuration: HTTPServerConfiguration(
+                address: address, maxConnections: effective.maxConnections,
+                maxConcurrentRequests: effective.maxConcurrentRequests,
+                maxConcurrentRequestsPerClient: effective.maxConcurrentRequestsPerClient),
+            handler: { request, connection in
+                if let hostCheck, !hostCheck.permits(request.header("Host")) { return HostCheck.forbidden }
+                return handler.handle(request, isCancelled: { connection.isPeerGone() })
+            })
+    }
+
+    /// Creates and starts a server in one call, safe as an app's first line.
+    ///
+    /// ```swift
+    /// let pprof = try PprofServer.start()   // a taken port is logged; the app goes on
+    /// ```
+    ///
+    /// `PPROF_*` variables apply as for ``init(configuration:logger:)``.
+    /// When the server cannot start (the port is taken, a `PPROF_*` value is
+    /// not valid, an empty bearer token) the reason is logged (to standard
+    /// error without a logger) and the server returned does not serve
+    /// (``isServing`` is false); with `required` the error is thrown instead.
+    ///
+    /// - Throws: ``PprofServerError``, only when `required` is true.
     @discardableResult
-    public static func start(_ configuration: Configuration = Configuration(), logger: Logger? = nil) throws(PprofServerError) -> PprofServer {
+    public static func start(_ configuration: Configuration = Configuration(), logger: Logger? = nil,
+                             required: Bool = false) throws(PprofServerError) -> PprofServer {
         let server = PprofServer(configuration: configuration, logger: logger)
-        try server.start()
+        do {
+            try server.start()
+        } catch where !required {
+            // Logged by start(); profiling is optional, the app is not.
+        }
         return server
     }
 
-    /// Binds the listening socket and starts serving.
+    /// Binds the listening socket and starts serving. Does nothing when
+    /// `PPROF_ENABLED` switched serving off.
     ///
     /// It also installs the library's SIGPROF handler, so that from here on a
     /// SIGPROF the library did not send (`kill -PROF`) cannot kill the
     /// process: it goes to the handler the app installed before, if any.
     ///
-    /// - Throws: ``PprofServerError`` if the address is invalid or taken, or
-    ///   if the server was already started.
+    /// - Throws: ``PprofServerError`` if the address is invalid or taken, a
+    ///   `PPROF_*` variable or the bearer token is not valid, or the server
+    ///   was already started. The reason is also logged.
     public func start() throws(PprofServerError) {
+        do {
+            try bind()
+        } catch {
+            warn("pprof server could not start: \(error)", ["error": "\(error)"])
+            throw error
+        }
+    }
+
+    private func bind() throws(PprofServerError) {
+        if let environmentError { throw environmentError }
+        guard enabled else {
+            logger?.info("pprof server disabled by PPROF_ENABLED")
+            return
+        }
+        if let token = configuration.bearerToken, token.trimmingBlanks().isEmpty {
+            throw PprofServerError(kind: .invalidConfiguration,
+                                   message: "the bearer token is empty: set a token, or nil for none")
+        }
         // From here on a SIGPROF we did not send (`kill -PROF`) is harmless:
         // passed to the app's own handler if it installed one first, else dropped.
         let sigprof = cpprof_sigprof_prepare()
         if sigprof != 0 {
-            logger.warning("pprof could not install its SIGPROF handler", metadata: ["errno": "\(sigprof)"])
+            warn("pprof could not install its SIGPROF handler (errno \(sigprof))", ["errno": "\(sigprof)"])
         }
         let address: ListenAddress
         do {
             address = try http.start()
         } catch let error as HTTPServerError {
-            let wrapped = PprofServerError(error)
-            logger.warning("pprof server could not start", metadata: ["error": "\(wrapped)"])
-            throw wrapped
+            throw PprofServerError(error)
         } catch {
             throw PprofServerError(kind: .system, message: "\(error)")
         }
         bound.withLock { $0 = address }
-        logger.info("pprof server listening", metadata: ["address": "\(Self.describe(address))"])
-        if case let .tcp(host, _) = address, !Self.isLoopback(host) {
-            logger.warning("pprof server listens on a non-loopback address; profiles reveal code and data",
-                           metadata: ["address": "\(Self.describe(address))", "bearer_token": "\(configuration.bearerToken != nil)"])
+        logger?.info("pprof server listening", metadata: ["address": "\(Self.describe(address))"])
+        if case let .tcp(host, _) = address, !HostCheck.isLoopbackName(host.lowercased()) {
+            warn("pprof server listens on a non-loopback address \(Self.describe(address)); profiles reveal code and data",
+                 ["address": "\(Self.describe(address))", "bearer_token": "\(configuration.bearerToken != nil)"])
         }
+    }
+
+    /// To the logger if there is one, else one line on standard error: a
+    /// warning must not vanish because the app passed no logger.
+    private func warn(_ message: String, _ metadata: Logger.Metadata) {
+        if let logger {
+            logger.warning("\(message)", metadata: metadata)
+            return
+        }
+        let line = Array("warning: \(message)\n".utf8)
+        line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
     }
 
     /// Stops listening, closes open connections (a CPU profile in flight
@@ -88,8 +173,12 @@ public final class PprofServer: Sendable {
         http.stop()
     }
 
+    /// Whether ``start()`` succeeded (a server that ``start(_:logger:required:)``
+    /// could not start, or that `PPROF_ENABLED` switched off, is not serving).
+    public var isServing: Bool { bound.withLock { $0 != nil } }
+
     /// Whether ``start()`` has succeeded.
-    var isStarted: Bool { bound.withLock { $0 != nil } }
+    var isStarted: Bool { isServing }
 
     /// Connections being served now (for tests).
     var activeConnectionCount: Int { http.activeConnectionCount }
@@ -114,9 +203,5 @@ public final class PprofServer: Sendable {
         case let .tcp(host, port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         case let .unix(path): return "unix:\(path)"
         }
-    }
-
-    private static func isLoopback(_ host: String) -> Bool {
-        host.hasPrefix("127.") || host == "::1" || host == "localhost"
     }
 }

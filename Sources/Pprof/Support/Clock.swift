@@ -4,6 +4,8 @@ import Glibc
 enum Clock {
     static func wallNanoseconds() -> Int64 { read(CLOCK_REALTIME) }
     static func monotonicNanoseconds() -> Int64 { read(CLOCK_MONOTONIC) }
+    /// CPU time the calling thread has used.
+    static func threadCPUNanoseconds() -> Int64 { read(CLOCK_THREAD_CPUTIME_ID) }
 
     private static func read(_ clock: clockid_t) -> Int64 {
         var ts = timespec()

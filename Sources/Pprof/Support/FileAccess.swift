@@ -47,15 +47,34 @@ func mainExecutablePath() -> String {
 final class MappedFile {
     let bytes: UnsafeRawBufferPointer
 
-    init?(path: String) {
+    convenience init?(path: String) {
+        var transient = false
+        self.init(path: path, transientFailure: &transient)
+    }
+
+    /// Maps the file; on failure `transientFailure` tells whether it may
+    /// succeed later (out of descriptors, memory or address space), so that
+    /// callers do not remember it as unreadable for the process's life.
+    init?(path: String, transientFailure: inout Bool) {
+        transientFailure = false
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else {
+            transientFailure = Self.isTransient(errno)
+            return nil
+        }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0 else { return nil }
         let size = Int(info.st_size)
-        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else { return nil }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            transientFailure = Self.isTransient(errno)
+            return nil
+        }
         bytes = UnsafeRawBufferPointer(start: base, count: size)
+    }
+
+    static func isTransient(_ code: Int32) -> Bool {
+        code == EMFILE || code == ENFILE || code == ENOMEM || code == EAGAIN || code == EINTR
     }
 
     deinit {

@@ -18,7 +18,11 @@ struct SeparateDebugFile {
     ///   - image: the binary (its build id and `.gnu_debuglink`).
     ///   - path: where the binary is, for `.gnu_debuglink`'s relative name.
     ///   - buildID: the loaded image's build id, if known ("" if not).
-    init?(for image: ELFImage, path: String, buildID: String) {
+    ///   - transientFailure: set if a candidate could not be read for a
+    ///     reason that may pass (descriptors, memory), so that the caller
+    ///     does not remember the binary as having no debug file.
+    init?(for image: ELFImage, path: String, buildID: String, transientFailure: inout Bool) {
+        transientFailure = false
         let id = buildID.isEmpty ? image.buildID : buildID
         guard id.utf8.count > 2 else { return nil }
         var candidates = ["\(Self.debugRoot)/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"]
@@ -27,7 +31,10 @@ struct SeparateDebugFile {
             candidates += ["\(directory)/\(link)", "\(directory)/.debug/\(link)", "\(Self.debugRoot)\(directory)/\(link)"]
         }
         for candidate in candidates where candidate != path {
-            if let file = MappedFile(path: candidate), let debug = ELFImage(bytes: file.bytes), debug.buildID == id {
+            var transient = false
+            let file = MappedFile(path: candidate, transientFailure: &transient)
+            transientFailure = transientFailure || transient
+            if let file, let debug = ELFImage(bytes: file.bytes), debug.buildID == id {
                 self.image = debug
                 self.file = file
                 return

@@ -24,8 +24,10 @@ final class Symbolizer: Sendable {
     /// newly loaded libraries, but no more often than this.
     let rescanInterval: Duration
 
-    /// Bound on cached addresses; a process has far fewer distinct sampled PCs.
-    static let maxCachedAddresses = 200_000
+    /// Bound on the per-address cache, in (estimated) bytes: a process has
+    /// far fewer distinct sampled PCs, but `/symbol` takes any address, and
+    /// 200,000 cached addresses cost 150 MB. When full, it starts over.
+    static let maxCachedBytes = 4 << 20
 
     private let state = Mutex(State())
 
@@ -90,6 +92,9 @@ final class Symbolizer: Sendable {
 
     /// How often the loaded objects were listed (for tests of the rate limit).
     var scanCount: Int { state.withLock { $0.scanCount } }
+
+    /// Addresses cached now, and their estimated bytes (for tests).
+    var cacheUsage: (addresses: Int, bytes: Int) { state.withLock { ($0.frameCache.count, $0.frameCacheBytes) } }
 }
 
 /// Identifies a file version for the build-id cache.
@@ -102,7 +107,8 @@ private struct FileKey: Hashable {
 private struct State {
     var objects: [LoadedObject] = []
     /// Symbol tables, loaded on an object's first address and kept for the
-    /// process's life; nil where the file could not be read.
+    /// process's life; nil where the file could not be read. A failure that
+    /// may pass (EMFILE, ENOMEM) is not kept: the next lookup tries again.
     var symbolTables: [LoadedObject: FunctionSymbolTable?] = [:]
     /// Line and inline tables, built from the same file on an object's
     /// first address; `DebugInfo.empty` where it has no DWARF.
@@ -112,8 +118,11 @@ private struct State {
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
+    var frameCacheBytes = 0
     var buildIDs: [FileKey: String] = [:]
     var scanCount = 0
+    /// Lookups that met a failure that may pass; their results are not cached.
+    var transientFailures = 0
 
     mutating func frames(at address: UInt64, rescanInterval: Duration) -> [SymbolizedFrame] {
         if let cached = frameCache[address] { return cached }
@@ -121,10 +130,26 @@ private struct State {
             // Not cached: a library loaded later may yet cover it.
             return []
         }
+        let failuresBefore = transientFailures
         let frames = symbolize(address, in: object)
-        if frameCache.count >= Symbolizer.maxCachedAddresses { frameCache.removeAll() }
+        guard transientFailures == failuresBefore else { return frames }
+        let bytes = Self.estimatedBytes(frames)
+        if frameCacheBytes + bytes > Symbolizer.maxCachedBytes {
+            frameCache = [:]  // a fresh dictionary: the old storage is freed
+            frameCacheBytes = 0
+        }
         frameCache[address] = frames
+        frameCacheBytes += bytes
         return frames
+    }
+
+    /// What a cache entry costs: the dictionary slot, the array, and per
+    /// frame its fields and the strings' heap storage.
+    static func estimatedBytes(_ frames: [SymbolizedFrame]) -> Int {
+        frames.reduce(64) { total, frame in
+            total + MemoryLayout<SymbolizedFrame>.stride + 48
+                + frame.function.utf8.count + frame.systemName.utf8.count + frame.file.utf8.count
+        }
     }
 
     /// The loaded object covering `address`. Scans the loader's list the
@@ -148,7 +173,8 @@ private struct State {
         self.objects = objects
         if generation != nil {
             // Objects came or went: cached results for reused addresses may be stale.
-            frameCache.removeAll()
+            frameCache = [:]
+            frameCacheBytes = 0
         }
         generation = newGeneration
         lastScan = ContinuousClock.now
@@ -156,20 +182,27 @@ private struct State {
 
     mutating func symbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let known = symbolTables[object] { return known }
-        let table = loadSymbols(of: object)
-        symbolTables[object] = .some(table)
+        var transient = false
+        let table = loadSymbols(of: object, transientFailure: &transient)
+        if transient {
+            transientFailures += 1  // this time the exported names only, if any
+        } else {
+            symbolTables[object] = .some(table)
+        }
         return table
     }
 
-    mutating func loadSymbols(of object: LoadedObject) -> FunctionSymbolTable? {
-        if let file = MappedFile(path: object.openPath), let elf = ELFImage(bytes: file.bytes) {
+    mutating func loadSymbols(of object: LoadedObject, transientFailure: inout Bool) -> FunctionSymbolTable? {
+        if let file = MappedFile(path: object.openPath, transientFailure: &transientFailure),
+           let elf = ELFImage(bytes: file.bytes) {
             // A file replaced on disk since it was loaded would give wrong names.
             let fileID = elf.buildID
             if object.buildID.isEmpty || fileID.isEmpty || fileID == object.buildID {
                 // Stripped (system libraries): the separate debug file's .symtab
                 // names the local functions .dynsym lacks (start_thread, clone3).
                 if !elf.hasFullSymbolTable,
-                   let debug = SeparateDebugFile(for: elf, path: object.name, buildID: object.buildID) {
+                   let debug = SeparateDebugFile(for: elf, path: object.name, buildID: object.buildID,
+                                                 transientFailure: &transientFailure) {
                     symbolsFromDebugFile.insert(object)
                     return FunctionSymbolTable(image: debug.image, file: debug.file)
                 }
@@ -185,13 +218,20 @@ private struct State {
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
+        var transient = false
         let info: DebugInfo
         if symbolsFromDebugFile.contains(object) {
             info = DebugInfo(image: symbols.image, inlinedFrames: false) ?? .empty
         } else {
-            info = DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
+            info = DebugInfo(image: symbols.image)
+                ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transient) ?? .empty
         }
-        debugInfo[object] = info
+        // Symbols from the loaded image (the file could not be mapped this time) have no DWARF.
+        if transient || symbolTables[object] == nil {
+            transientFailures += 1
+        } else {
+            debugInfo[object] = info
+        }
         return info
     }
 
@@ -199,8 +239,9 @@ private struct State {
     /// that has its own .symtab; files and lines only, no inlined frames:
     /// system libraries' .debug_info is large, and their inlining matters
     /// little here.
-    func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
-        guard let debug = SeparateDebugFile(for: image, path: object.name, buildID: object.buildID) else { return nil }
+    func separateDebugInfo(of object: LoadedObject, image: ELFImage, transientFailure: inout Bool) -> DebugInfo? {
+        guard let debug = SeparateDebugFile(for: image, path: object.name, buildID: object.buildID,
+                                            transientFailure: &transientFailure) else { return nil }
         return withExtendedLifetime(debug.file) { DebugInfo(image: debug.image, inlinedFrames: false) }
     }
 
@@ -235,12 +276,13 @@ private struct State {
         if let known = buildIDs[key] { return known }
         // /proc/self/exe still opens if the executable was deleted or replaced.
         let path = isMainExecutable ? "/proc/self/exe" : entry.path
-        var id = MappedFile(path: path).flatMap { file in ELFImage(bytes: file.bytes)?.buildID } ?? ""
+        var transient = false
+        var id = MappedFile(path: path, transientFailure: &transient).flatMap { file in ELFImage(bytes: file.bytes)?.buildID } ?? ""
         if id.isEmpty {
             if generation == nil { scan() }
             id = objects.first { $0.name == entry.path }?.buildID ?? ""
         }
-        buildIDs[key] = id
+        if !(transient && id.isEmpty) { buildIDs[key] = id }
         return id
     }
 }

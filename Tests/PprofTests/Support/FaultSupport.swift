@@ -46,15 +46,6 @@ func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
-/// Polls `condition` every millisecond for up to `seconds`.
-func faultWaitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let end = monotonicSeconds() + seconds
-    while !condition() {
-        if monotonicSeconds() > end { return false }
-        usleep(1000)
-    }
-    return true
-}
 
 /// A flag set once, read from any thread.
 final class FaultFlag: Sendable {
@@ -165,30 +156,8 @@ enum FaultHTTP {
 
     /// Connects to 127.0.0.1:port; a connect interrupted by SIGPROF is completed.
     static func connect(port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        var code = rc == 0 ? 0 : errno
-        if code == EINTR {
-            var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            var ready: Int32
-            repeat { ready = poll(&entry, 1, 10_000) } while ready < 0 && errno == EINTR
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            code = ETIMEDOUT
-            if ready > 0 { getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) }
-        }
-        guard code == 0 else {
-            close(fd)
-            throw Failure(description: "connect: errno \(code)")
-        }
+        let (fd, code) = RawClient.connect(.tcp(host: "127.0.0.1", port: port))
+        guard fd >= 0 else { throw Failure(description: "connect: errno \(code)") }
         return fd
     }
 

@@ -31,12 +31,12 @@ enum GoPprof {
         process.standardError = err
         try process.run()
         // Read both pipes while it runs so a large output cannot block it.
-        let outData = LockedData(), errData = LockedData()
+        let outData = Locked(Data()), errData = Locked(Data())
         let group = DispatchGroup()
         for (pipe, sink) in [(out, outData), (err, errData)] {
             group.enter()
             DispatchQueue.global().async {
-                sink.set(pipe.fileHandleForReading.readDataToEndOfFile())
+                sink.value = pipe.fileHandleForReading.readDataToEndOfFile()
                 group.leave()
             }
         }
@@ -45,8 +45,8 @@ enum GoPprof {
             throw Failure(description: "go tool pprof timed out")
         }
         process.waitUntilExit()
-        let stdout = String(decoding: outData.get(), as: UTF8.self)
-        let stderr = String(decoding: errData.get(), as: UTF8.self)
+        let stdout = String(decoding: outData.value, as: UTF8.self)
+        let stderr = String(decoding: errData.value, as: UTF8.self)
         guard process.terminationStatus == 0 else {
             throw Failure(description: "go tool pprof \(args.joined(separator: " ")) failed (\(process.terminationStatus)): \(stderr)")
         }
@@ -89,11 +89,4 @@ enum GoPprof {
         if let c = current { traces.append(c) }
         return traces
     }
-}
-
-private final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func set(_ d: Data) { lock.lock(); data = d; lock.unlock() }
-    func get() -> Data { lock.lock(); defer { lock.unlock() }; return data }
 }

@@ -1,5 +1,7 @@
 import Glibc
 
+@testable import Pprof
+
 /// A deliberately small HTTP/1.1 client for tests: one request per
 /// connection (`Connection: close`), the whole response read until EOF.
 struct RawHTTPResponse {
@@ -41,20 +43,10 @@ enum RawHTTPClient {
     }
 
     static func connect(port: Int, host: String = "127.0.0.1") throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket failed") }
+        let (fd, code) = RawClient.connect(.tcp(host: host, port: port))
+        guard fd >= 0 else { throw Failure(description: "connect to \(host):\(port) failed: errno \(code)") }
         var tv = timeval(tv_sec: 120, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, host, &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard rc == 0 else { close(fd); throw Failure(description: "connect to \(host):\(port) failed: errno \(errno)") }
         return fd
     }
 

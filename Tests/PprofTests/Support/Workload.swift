@@ -107,4 +107,7 @@ final class ThreadBody: Sendable {
 /// Every test that uses process-wide profiler state (SIGPROF for CPU sampling
 /// and thread dumps, the heap sampling rate) lives under this suite: these
 /// tests must not run at the same time as each other.
-@Suite("CPU sampling", .serialized) enum CPUSamplingTests {}
+@Suite("Process-wide profiler state (serialized)", .serialized) enum ProcessWideStateTests {}
+
+/// The suite's former name, so that tests written against it still compile.
+typealias CPUSamplingTests = ProcessWideStateTests

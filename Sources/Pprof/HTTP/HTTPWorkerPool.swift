@@ -1,0 +1,109 @@
+/// The threads that run request handlers, so that the event loop never
+/// waits for one: a handler may block for a whole profile window, walk
+/// every thread's stack or symbolise thousands of addresses.
+///
+/// - At most `maxWorkers` threads, started when work waits and no thread is
+///   free, kept for the life of the server (each waits on a condition
+///   variable when there is nothing to do).
+/// - Jobs run in the order they came, except that a client (peer address)
+///   never has more than `maxPerClient` jobs running: its next one waits,
+///   and jobs of other clients go first.
+/// - Raw pthreads, neither Dispatch nor Swift concurrency: the profiler
+///   must answer while the app's pools are stuck.
+final class HTTPWorkerPool: @unchecked Sendable {
+    /// One request to answer.
+    struct Job {
+        /// Unique among queued jobs (the connection's number).
+        let id: Int
+        /// Who sent it (for the per-client limit).
+        let client: String
+        /// Its connection, for closing it if the job never runs.
+        let connection: HTTPClientConnection
+        let run: @Sendable () -> Void
+    }
+
+    private let maxWorkers: Int
+    private let maxPerClient: Int
+    private let lock = ConditionLock()
+    // Guarded by `lock`.
+    private var queue: [Job] = []
+    private var running: [String: Int] = [:]
+    private var workers = 0
+    private var busy = 0
+    private var stopped = false
+
+    init(maxWorkers: Int, maxPerClient: Int) {
+        self.maxWorkers = max(1, maxWorkers)
+        self.maxPerClient = max(1, maxPerClient)
+    }
+
+    /// Queues a job, starting a thread for it if none is free. Returns false
+    /// (the job is not queued) when the pool is stopped, or has no thread at
+    /// all and the system refused to start one.
+    func submit(_ job: Job) -> Bool {
+        let spawn: Bool? = lock.withLock {
+            guard !stopped else { return nil }
+            queue.append(job)
+            lock.broadcast()
+            guard queue.count > workers - busy, workers < maxWorkers else { return false }
+            workers += 1
+            return true
+        }
+        guard let spawn else { return false }
+        guard spawn else { return true }
+        if case .success = PThread.spawn(name: "pprof-worker", joinable: false, { [self] in work() }) {
+            return true
+        }
+        // No thread: a pool that still has one gets to the job later.
+        return lock.withLock {
+            workers -= 1
+            guard workers == 0 else { return true }
+            queue.removeAll { $0.id == job.id }
+            return false
+        }
+    }
+
+    /// Stops taking jobs; returns the jobs that had not started (the caller
+    /// closes their connections). Running jobs finish; then the threads end.
+    func stop() -> [Job] {
+        lock.withLock {
+            stopped = true
+            let dropped = queue
+            queue = []
+            lock.broadcast()
+            return dropped
+        }
+    }
+
+    private func work() {
+        while let job = next() {
+            job.run()
+            lock.withLock {
+                busy -= 1
+                running[job.client, default: 1] -= 1
+                if running[job.client] == 0 { running[job.client] = nil }
+                // A job of this client may now run on a waiting thread.
+                lock.broadcast()
+            }
+        }
+    }
+
+    /// The oldest job whose client is under its limit; nil once stopped.
+    private func next() -> Job? {
+        lock.withLock {
+            while true {
+                if stopped {
+                    workers -= 1
+                    return nil
+                }
+                if let index = queue.firstIndex(where: { running[$0.client, default: 0] < maxPerClient }) {
+                    let job = queue.remove(at: index)
+                    running[job.client, default: 0] += 1
+                    busy += 1
+                    return job
+                }
+                lock.wait()
+            }
+        }
+    }
+}
