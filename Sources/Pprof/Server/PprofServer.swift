@@ -14,8 +14,9 @@ import Synchronization
 /// // go tool pprof http://127.0.0.1:6060/debug/pprof/profile?seconds=10
 /// ```
 ///
-/// It is also a swift-service-lifecycle `Service`: add it to a
-/// `ServiceGroup` and it starts with the group and stops on graceful shutdown.
+/// With the `PprofServiceLifecycle` product it is also a swift-service-lifecycle
+/// `Service`: add it to a `ServiceGroup` and it starts with the group and
+/// stops on graceful shutdown.
 public final class PprofServer: Sendable {
     /// The configuration the server was created with.
     public let configuration: Configuration
@@ -31,21 +32,27 @@ public final class PprofServer: Sendable {
     ///     address at start, warnings once. Silent by default.
     public init(configuration: Configuration = Configuration(), logger: Logger? = nil) {
         self.configuration = configuration
-        self.logger = logger ?? Logger(label: "pprof", factory: { _ in SwiftLogNoOpLogHandler() })
-        let handler = PprofHandler(configuration: configuration)
-        let address: ListenAddress = configuration.unixSocketPath.map { .unix(path: $0) }
-            ?? .tcp(host: configuration.host, port: configuration.port)
-        self.http = HTTPServer(
-            configuration: HTTPServerConfiguration(address: address, maxConnections: max(1, configuration.maxConnections)),
-            handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
+        // The profiler's own memory stays out of the heap profiles.
+        (self.logger, self.http) = HeapSampler.ownWork {
+            let logger = logger ?? Logger(label: "pprof", factory: { _ in SwiftLogNoOpLogHandler() })
+            let handler = PprofHandler(configuration: configuration)
+            let address: ListenAddress = configuration.unixSocketPath.map { .unix(path: $0) }
+                ?? .tcp(host: configuration.host, port: configuration.port)
+            let http = HTTPServer(
+                configuration: HTTPServerConfiguration(address: address, maxConnections: max(1, configuration.maxConnections)),
+                handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
+            return (logger, http)
+        }
     }
 
     /// Creates and starts a server in one call.
     @discardableResult
     public static func start(_ configuration: Configuration = Configuration(), logger: Logger? = nil) throws(PprofServerError) -> PprofServer {
-        let server = PprofServer(configuration: configuration, logger: logger)
-        try server.start()
-        return server
+        try HeapSampler.ownWork { () throws(PprofServerError) -> PprofServer in
+            let server = PprofServer(configuration: configuration, logger: logger)
+            try server.start()
+            return server
+        }
     }
 
     /// Binds the listening socket and starts serving.
@@ -53,6 +60,10 @@ public final class PprofServer: Sendable {
     /// - Throws: ``PprofServerError`` if the address is invalid or taken, or
     ///   if the server was already started.
     public func start() throws(PprofServerError) {
+        try HeapSampler.ownWork { () throws(PprofServerError) in try startServing() }
+    }
+
+    private func startServing() throws(PprofServerError) {
         let address: ListenAddress
         do {
             address = try http.start()
@@ -74,11 +85,11 @@ public final class PprofServer: Sendable {
     /// Stops listening, closes open connections (a CPU profile in flight
     /// ends early and sampling stops). Safe to call more than once.
     public func stop() {
-        http.stop()
+        HeapSampler.ownWork { http.stop() }
     }
 
     /// Whether ``start()`` has succeeded.
-    var isStarted: Bool { bound.withLock { $0 != nil } }
+    package var isStarted: Bool { bound.withLock { $0 != nil } }
 
     /// Connections being served now (for tests).
     var activeConnectionCount: Int { http.activeConnectionCount }
