@@ -64,6 +64,7 @@ public struct PprofHandler: Sendable {
     public init(configuration: PprofServer.Configuration = .init()) {
         self.endpoints = PprofEndpoints(settings: EndpointSettings(configuration))
         self.bearerToken = configuration.bearerToken
+        SymbolPreload.startOnce()
     }
 
     /// Answers a request. Runs on a dedicated thread and suspends the caller

@@ -74,8 +74,34 @@ final class Symbolizer: Sendable {
         }
     }
 
+    /// Loads the symbol, line and inline tables of every loaded object that
+    /// has none yet, so the first profile does not pay for them
+    /// (`SymbolPreload` runs it once, at low priority). Each object is read
+    /// outside the lock: a request meanwhile is never kept waiting; if it
+    /// needs the same object it reads it too, and the first result is kept.
+    func preload() {
+        let objects = state.withLock { state -> [LoadedObject] in
+            if state.generation == nil { state.scan() }
+            return state.objects
+        }
+        for object in objects where state.withLock({ $0.symbolTables[object] == nil }) {
+            let loaded = Handover(table: State.loadSymbols(of: object))
+            let info = loaded.table.map { State.loadDebugInfo(of: object, symbols: $0) }
+            state.withLock { state in
+                if state.symbolTables[object] == nil { state.symbolTables[object] = .some(loaded.table) }
+                if let info, state.debugInfo[object] == nil { state.debugInfo[object] = info }
+            }
+        }
+    }
+
     /// How often the loaded objects were listed (for tests of the rate limit).
     var scanCount: Int { state.withLock { $0.scanCount } }
+}
+
+/// A symbol table built outside the lock and handed into it once: nothing
+/// else refers to it, and the mapped file it points into is read-only.
+private struct Handover: @unchecked Sendable {
+    var table: FunctionSymbolTable?
 }
 
 /// Identifies a file version for the build-id cache.
@@ -140,12 +166,12 @@ private struct State {
 
     mutating func symbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let known = symbolTables[object] { return known }
-        let table = loadSymbols(of: object)
+        let table = Self.loadSymbols(of: object)
         symbolTables[object] = .some(table)
         return table
     }
 
-    func loadSymbols(of object: LoadedObject) -> FunctionSymbolTable? {
+    static func loadSymbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let file = MappedFile(path: object.openPath), let elf = ELFImage(bytes: file.bytes) {
             // A file replaced on disk since it was loaded would give wrong names.
             let fileID = elf.buildID
@@ -162,15 +188,19 @@ private struct State {
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
-        let info = DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
+        let info = Self.loadDebugInfo(of: object, symbols: symbols)
         debugInfo[object] = info
         return info
+    }
+
+    static func loadDebugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
+        DebugInfo(image: symbols.image) ?? separateDebugInfo(of: object, image: symbols.image) ?? .empty
     }
 
     /// DWARF from a separate debug file, where distributions install them:
     /// /usr/lib/debug/.build-id/ab/cdef....debug (e.g. libc6-dbg). Used only
     /// if its build id matches; files and lines only, no inlined frames.
-    func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
+    static func separateDebugInfo(of object: LoadedObject, image: ELFImage) -> DebugInfo? {
         let id = object.buildID.isEmpty ? image.buildID : object.buildID
         guard id.utf8.count > 2 else { return nil }
         let path = "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug"
