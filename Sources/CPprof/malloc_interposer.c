@@ -183,23 +183,23 @@ static inline void after_alloc(void *p, size_t size, uintptr_t ret, uintptr_t fr
     if (p != NULL) cpprof_heap_record_alloc(p, size, ret, frame);
 }
 
-// Sampled mallocs (and those before the allocator is known): entered by a
-// tail call from malloc, with malloc's signature, so CALLER and FRAME are
-// those malloc would have had.
+// Everything but the fast path (the countdown ran out, a live sample is
+// freed or moved, the allocator is not known yet) goes to a slow function
+// with the interposed function's signature, by a tail call, so CALLER and
+// FRAME there are those the interposed function would have had. The fast
+// path has not touched the countdown: the slow function decides.
+
 static SLOW void *malloc_slow(size_t size) {
     void *p;
-    int sample = 1; // entered ready: malloc decided to sample
-    if (__builtin_expect(!ready(), 0)) {
-        if (bootstrap(&p, size, 16)) return p;
-        sample = cpprof_heap_should_sample(size);
-    }
+    if (__builtin_expect(!ready(), 0) && bootstrap(&p, size, 16)) return p;
+    int sample = cpprof_heap_should_sample(size);
     p = next.malloc_fn(size);
     if (sample) after_alloc(p, size, CALLER, FRAME);
     return p;
 }
 
 EXPORT void *malloc(size_t size) {
-    if (__builtin_expect(ready() && !cpprof_heap_should_sample(size), 1)) TAIL return next.malloc_fn(size);
+    if (__builtin_expect(ready() && cpprof_heap_skip_sample(size), 1)) TAIL return next.malloc_fn(size);
     TAIL return malloc_slow(size);
 }
 
@@ -223,11 +223,8 @@ static SLOW void *calloc_slow(size_t count, size_t size) {
         errno = ENOMEM;
         return NULL;
     }
-    int sample = 1; // entered ready: calloc decided to sample
-    if (__builtin_expect(!ready(), 0)) {
-        if (bootstrap(&p, total, 16)) return p;
-        sample = cpprof_heap_should_sample(total);
-    }
+    if (__builtin_expect(!ready(), 0) && bootstrap(&p, total, 16)) return p;
+    int sample = cpprof_heap_should_sample(total);
     p = next.calloc_fn(count, size);
     if (sample) after_alloc(p, total, CALLER, FRAME);
     return p;
@@ -236,19 +233,15 @@ static SLOW void *calloc_slow(size_t count, size_t size) {
 EXPORT void *calloc(size_t count, size_t size) {
     size_t total;
     // An overflowing product goes to the slow path, which fails it.
-    if (__builtin_expect(ready() && !__builtin_mul_overflow(count, size, &total) &&
-                             !cpprof_heap_should_sample(total), 1))
+    if (__builtin_expect(ready() && !__builtin_mul_overflow(count, size, &total) && cpprof_heap_skip_sample(total), 1))
         TAIL return next.calloc_fn(count, size);
     TAIL return calloc_slow(count, size);
 }
 
-// realloc and reallocarray, unless the fast path applies (the allocator is
-// known, the old block is not a sample nor in the arena, the new one is not
-// sampled). A sampled block is taken out of the live table before the call
-// (afterwards its address may be handed to another thread) and put back if
-// the call fails and leaves it allocated. The sampling decision was taken
-// (and the countdown run) by the caller, in `sample`.
-static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t count, size_t elem, int array, int sample,
+// realloc and reallocarray off the fast path. A sampled block is taken out
+// of the live table before the call (afterwards its address may be handed to
+// another thread) and put back if the call fails and leaves it allocated.
+static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t count, size_t elem, int array,
                                                               uintptr_t ret, uintptr_t frame) {
     size_t size;
     if (__builtin_mul_overflow(count, elem, &size)) {
@@ -258,8 +251,9 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
     if (ptr == NULL || in_arena(ptr)) {
         void *q;
         if (!(__builtin_expect(!ready(), 0) && bootstrap(&q, size, 16))) {
+            int sample = ptr == NULL && cpprof_heap_should_sample(size);
             q = next.malloc_fn(size);
-            if (ptr == NULL && sample) after_alloc(q, size, ret, frame);
+            if (sample) after_alloc(q, size, ret, frame);
         }
         if (q != NULL && ptr != NULL) {
             size_t old = arena_size(ptr);
@@ -271,6 +265,7 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
         errno = ENOMEM;
         return NULL;
     }
+    int sample = cpprof_heap_should_sample(size);
     cpprof_heap_held held;
     int sampled = cpprof_heap_hold(ptr, &held);
     void *q = array && next.reallocarray_fn != NULL ? next.reallocarray_fn(ptr, count, elem)
@@ -284,43 +279,31 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
     return q;
 }
 
-// The sampling decision of realloc's fast path; 1 if it applies.
-static inline __attribute__((always_inline)) int realloc_fast(void *ptr, size_t size, int *sample) {
-    *sample = cpprof_heap_should_sample(size);
-    return __builtin_expect(!*sample && ready() && ptr != NULL && !in_arena(ptr) && !cpprof_heap_maybe_live(ptr), 1);
+// realloc's fast path: the allocator is known, the old block is neither in
+// the arena nor a live sample, and the new one is not sampled (tested last:
+// it runs the countdown).
+static inline __attribute__((always_inline)) int realloc_fast(void *ptr, size_t size) {
+    return ready() && ptr != NULL && !in_arena(ptr) && !cpprof_heap_maybe_live(ptr) && cpprof_heap_skip_sample(size);
 }
 
 static SLOW void *realloc_slow(void *ptr, size_t size) {
-    return reallocate(ptr, size, 1, 0, 1, CALLER, FRAME);
-}
-
-static SLOW void *realloc_unsampled(void *ptr, size_t size) {
-    return reallocate(ptr, size, 1, 0, 0, CALLER, FRAME);
+    return reallocate(ptr, size, 1, 0, CALLER, FRAME);
 }
 
 EXPORT void *realloc(void *ptr, size_t size) {
-    int sample;
-    if (realloc_fast(ptr, size, &sample)) TAIL return next.realloc_fn(ptr, size);
-    if (sample) TAIL return realloc_slow(ptr, size);
-    TAIL return realloc_unsampled(ptr, size);
+    if (__builtin_expect(realloc_fast(ptr, size), 1)) TAIL return next.realloc_fn(ptr, size);
+    TAIL return realloc_slow(ptr, size);
 }
 
 static SLOW void *reallocarray_slow(void *ptr, size_t count, size_t size) {
-    return reallocate(ptr, count, size, 1, 1, CALLER, FRAME);
-}
-
-static SLOW void *reallocarray_unsampled(void *ptr, size_t count, size_t size) {
-    return reallocate(ptr, count, size, 1, 0, CALLER, FRAME);
+    return reallocate(ptr, count, size, 1, CALLER, FRAME);
 }
 
 EXPORT void *reallocarray(void *ptr, size_t count, size_t size) {
     size_t total;
-    int sample = 0;
-    if (!__builtin_mul_overflow(count, size, &total) && realloc_fast(ptr, total, &sample) &&
-        next.reallocarray_fn != NULL)
+    if (!__builtin_mul_overflow(count, size, &total) && next.reallocarray_fn != NULL && realloc_fast(ptr, total))
         TAIL return next.reallocarray_fn(ptr, count, size);
-    if (sample) TAIL return reallocarray_slow(ptr, count, size);
-    TAIL return reallocarray_unsampled(ptr, count, size);
+    TAIL return reallocarray_slow(ptr, count, size);
 }
 
 // memalign-like entry points (rarer: no separate fast path): `kind` picks
@@ -367,15 +350,12 @@ EXPORT void *pvalloc(size_t size) { return aligned(K_PVALLOC, PAGE, size, CALLER
 // Swift's `allocate` at any alignment comes here: the same fast path as malloc.
 static SLOW int posix_memalign_slow(void **out, size_t align, size_t size) {
     void *p;
-    int sample = 1; // entered ready: posix_memalign decided to sample
-    if (__builtin_expect(!ready(), 0)) {
-        if (bootstrap(&p, size, align)) {
-            if (p == NULL) return ENOMEM;
-            *out = p;
-            return 0;
-        }
-        sample = cpprof_heap_should_sample(size);
+    if (__builtin_expect(!ready(), 0) && bootstrap(&p, size, align)) {
+        if (p == NULL) return ENOMEM;
+        *out = p;
+        return 0;
     }
+    int sample = cpprof_heap_should_sample(size);
     int err;
     if (next.posix_memalign_fn != NULL) {
         err = next.posix_memalign_fn(out, align, size);
@@ -388,18 +368,11 @@ static SLOW int posix_memalign_slow(void **out, size_t align, size_t size) {
     return err;
 }
 
-static SLOW int posix_memalign_unsampled(void **out, size_t align, size_t size) {
-    void *p = next.memalign_fn != NULL ? next.memalign_fn(align, size) : NULL;
-    if (p == NULL) return ENOMEM;
-    *out = p;
-    return 0;
-}
-
 EXPORT int posix_memalign(void **out, size_t align, size_t size) {
     if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
-    if (__builtin_expect(!ready(), 0) || cpprof_heap_should_sample(size)) TAIL return posix_memalign_slow(out, align, size);
-    if (__builtin_expect(next.posix_memalign_fn != NULL, 1)) TAIL return next.posix_memalign_fn(out, align, size);
-    TAIL return posix_memalign_unsampled(out, align, size);
+    if (__builtin_expect(ready() && next.posix_memalign_fn != NULL && cpprof_heap_skip_sample(size), 1))
+        TAIL return next.posix_memalign_fn(out, align, size);
+    TAIL return posix_memalign_slow(out, align, size);
 }
 
 EXPORT size_t malloc_usable_size(void *ptr) {
