@@ -5,6 +5,8 @@ let package = Package(
     name: "swift-pprof",
     products: [
         .library(name: "Pprof", targets: ["Pprof"]),
+        // Opt-in: PprofServer as a swift-service-lifecycle Service.
+        .library(name: "PprofServiceLifecycle", targets: ["PprofServiceLifecycle"]),
     ],
     traits: [
         .trait(
@@ -35,8 +37,12 @@ let package = Package(
             dependencies: [
                 "CPprof",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .target(
+            name: "PprofServiceLifecycle",
+            dependencies: ["Pprof", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
@@ -56,7 +62,7 @@ let package = Package(
         .testTarget(
             name: "PprofTests",
             dependencies: [
-                "Pprof", "CPprof",
+                "Pprof", "CPprof", "PprofServiceLifecycle",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

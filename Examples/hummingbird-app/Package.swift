@@ -20,6 +20,7 @@ let package = Package(
             name: "HummingbirdApp",
             dependencies: [
                 .product(name: "Pprof", package: "swift-pprof"),
+                .product(name: "PprofServiceLifecycle", package: "swift-pprof"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

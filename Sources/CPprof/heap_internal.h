@@ -39,17 +39,27 @@ void cpprof_heap_release_held(const cpprof_heap_held *held);
 void cpprof_heap_restore_held(void *ptr, const cpprof_heap_held *held);
 
 // Inline fast path: the per-thread countdown of bytes to the next sample.
-static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_t size) {
+// 1 if an allocation of `size` bytes is certainly not sampled (the countdown
+// has been run down); 0 if cpprof_heap_should_sample must decide (nothing
+// changed). The interposer tail-calls the allocator on 1.
+static inline __attribute__((always_inline)) int cpprof_heap_skip_sample(size_t size) {
     uint64_t config = atomic_load_explicit(&cpprof_heap_config, memory_order_relaxed);
-    if (__builtin_expect(config == 0, 0)) return 0;
+    if (__builtin_expect(config == 0, 0)) return 1;
     if (__builtin_expect(cpprof_heap_tls_config == config, 1)) {
         int64_t left = cpprof_heap_tls_countdown - (int64_t)(size > INT64_MAX ? INT64_MAX : size);
         if (__builtin_expect(left >= 0, 1)) {
             cpprof_heap_tls_countdown = left;
-            return 0;
+            return 1;
         }
     }
-    return cpprof_heap_should_sample_slow(config, size);
+    return 0;
+}
+
+// Whether an allocation of `size` bytes is sampled; runs the countdown.
+static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_t size) {
+    if (__builtin_expect(cpprof_heap_skip_sample(size), 1)) return 0;
+    uint64_t config = atomic_load_explicit(&cpprof_heap_config, memory_order_relaxed);
+    return config != 0 && cpprof_heap_should_sample_slow(config, size);
 }
 
 // --- heap_table.c: live samples by address, cumulative counts by stack ---

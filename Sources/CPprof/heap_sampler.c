@@ -8,7 +8,9 @@
 // by the thread's own stack, as thread_stack.c learnt it at thread start: never
 // looked up from here, see there why) and goes into the tables of
 // heap_table.c. Everything a sample does runs under a per-thread re-entrancy
-// guard: allocations made meanwhile are forwarded and never sampled.
+// guard: allocations made meanwhile are forwarded and never sampled. The
+// same holds for threads marked as working for the profiler
+// (cpprof_heap_own_enter): its own memory never shows in the profiles.
 #include "heap_internal.h"
 
 #ifdef CPPROF_HEAP_PROFILING
@@ -28,6 +30,7 @@ static _Atomic uint64_t st_sampled_allocs, st_sampled_frees, st_dropped_live, st
     st_dropped_memory, st_unbounded;
 
 static CPPROF_TLS uint8_t busy;          // this thread is inside a sample
+static CPPROF_TLS uint32_t own_depth;    // > 0: this thread works for the profiler
 static CPPROF_TLS uint64_t rng_state;
 
 static uint64_t next_random(void) {
@@ -75,7 +78,11 @@ int cpprof_heap_should_sample_slow(uint64_t config, size_t size) {
 }
 
 void cpprof_heap_record_alloc(void *ptr, size_t size, uintptr_t ret, uintptr_t frame) {
-    if (busy) return;
+    // Checked only here, once the countdown ran out: the profiler's own
+    // work costs the fast path nothing. Its allocations still run the
+    // thread's countdown down; the distance to the next sample is
+    // memoryless, so the app's allocations stay a Poisson process.
+    if (busy || own_depth != 0) return;
     busy = 1;
     if (cpprof_heap_tables_init() != 0) {
         atomic_fetch_add_explicit(&st_dropped_memory, 1, memory_order_relaxed);
@@ -155,6 +162,12 @@ void cpprof_heap_set_rate(int64_t rate) {
     atomic_store(&cpprof_heap_config, config);
 }
 
+void cpprof_heap_own_enter(void) { own_depth++; }
+
+void cpprof_heap_own_leave(void) {
+    if (own_depth != 0) own_depth--;
+}
+
 size_t cpprof_heap_snapshot(cpprof_heap_record *out, size_t max) {
     return cpprof_heap_table_snapshot(out, out == NULL ? 0 : max);
 }
@@ -179,6 +192,8 @@ void cpprof_heap_get_stats(cpprof_heap_stats *out) {
 int cpprof_heap_available(void) { return 0; }
 int64_t cpprof_heap_rate(void) { return 0; }
 void cpprof_heap_set_rate(int64_t rate) { (void)rate; }
+void cpprof_heap_own_enter(void) {}
+void cpprof_heap_own_leave(void) {}
 size_t cpprof_heap_snapshot(cpprof_heap_record *out, size_t max) {
     (void)out;
     (void)max;

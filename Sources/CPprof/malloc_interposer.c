@@ -7,6 +7,15 @@
 // countdown, the allocation is sampled (heap_sampler.c); frees and reallocs
 // of sampled blocks are counted.
 //
+// Fast path: whether an allocation is sampled is decided from the requested
+// size BEFORE the call (the per-thread countdown), so an allocation that is
+// not sampled, and a free of a block that is not, is a tail call to the next
+// allocator: no frame, no saved registers, no second return. Only a sampled
+// allocation goes through a function that calls the allocator and then
+// records the block; it is entered by a tail call too, so its frame stands
+// where the interposed function's would, and the stack it records starts at
+// the application's call.
+//
 // Bootstrap: dlsym may allocate while we resolve. Those requests (and any
 // from other threads racing the resolution) are served from a static arena
 // that is never reused; free() recognises and ignores its pointers.
@@ -22,6 +31,16 @@
 #include <string.h>
 
 #define EXPORT __attribute__((visibility("default")))
+#define SLOW __attribute__((noinline, cold))
+// A guaranteed tail call where the compiler offers one (clang: always).
+#if defined(__has_attribute)
+#if __has_attribute(musttail)
+#define TAIL __attribute__((musttail))
+#endif
+#endif
+#ifndef TAIL
+#define TAIL
+#endif
 #define CALLER ((uintptr_t)__builtin_return_address(0))
 #define FRAME ((uintptr_t)__builtin_frame_address(0))
 #define PAGE 4096u
@@ -161,44 +180,69 @@ int cpprof_heap_is_interposed(void) {
 // --- the interposed functions ---
 
 static inline void after_alloc(void *p, size_t size, uintptr_t ret, uintptr_t frame) {
-    if (p != NULL && cpprof_heap_should_sample(size)) cpprof_heap_record_alloc(p, size, ret, frame);
+    if (p != NULL) cpprof_heap_record_alloc(p, size, ret, frame);
 }
 
-EXPORT void *malloc(size_t size) {
+// Everything but the fast path (the countdown ran out, a live sample is
+// freed or moved, the allocator is not known yet) goes to a slow function
+// with the interposed function's signature, by a tail call, so CALLER and
+// FRAME there are those the interposed function would have had. The fast
+// path has not touched the countdown: the slow function decides.
+
+static SLOW void *malloc_slow(size_t size) {
     void *p;
     if (__builtin_expect(!ready(), 0) && bootstrap(&p, size, 16)) return p;
+    int sample = cpprof_heap_should_sample(size);
     p = next.malloc_fn(size);
-    after_alloc(p, size, CALLER, FRAME);
+    if (sample) after_alloc(p, size, CALLER, FRAME);
     return p;
 }
 
-EXPORT void free(void *ptr) {
+EXPORT void *malloc(size_t size) {
+    if (__builtin_expect(ready() && cpprof_heap_skip_sample(size), 1)) TAIL return next.malloc_fn(size);
+    TAIL return malloc_slow(size);
+}
+
+static SLOW void free_slow(void *ptr) {
     if (ptr == NULL || in_arena(ptr)) return;
     if (cpprof_heap_maybe_live(ptr)) cpprof_heap_record_free(ptr);
     // Not READY means nobody got memory from `next` yet: ptr is not ours to free.
     if (__builtin_expect(ready(), 1)) next.free_fn(ptr);
 }
 
-EXPORT void *calloc(size_t count, size_t size) {
+EXPORT void free(void *ptr) {
+    // NULL goes to the next allocator's free, which ignores it.
+    if (__builtin_expect(ready() && !in_arena(ptr) && !cpprof_heap_maybe_live(ptr), 1)) TAIL return next.free_fn(ptr);
+    TAIL return free_slow(ptr);
+}
+
+static SLOW void *calloc_slow(size_t count, size_t size) {
     size_t total;
     void *p;
-    if (__builtin_expect(!ready(), 0)) {
-        if (__builtin_mul_overflow(count, size, &total)) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        if (bootstrap(&p, total, 16)) return p;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
     }
+    if (__builtin_expect(!ready(), 0) && bootstrap(&p, total, 16)) return p;
+    int sample = cpprof_heap_should_sample(total);
     p = next.calloc_fn(count, size);
-    if (p != NULL) after_alloc(p, count * size, CALLER, FRAME);
+    if (sample) after_alloc(p, total, CALLER, FRAME);
     return p;
 }
 
-// realloc and reallocarray. A sampled block is taken out of the live table
-// before the call (afterwards its address may be handed to another thread)
-// and put back if the call fails and leaves it allocated.
-static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t count, size_t elem, int array, uintptr_t ret,
-                        uintptr_t frame) {
+EXPORT void *calloc(size_t count, size_t size) {
+    size_t total;
+    // An overflowing product goes to the slow path, which fails it.
+    if (__builtin_expect(ready() && !__builtin_mul_overflow(count, size, &total) && cpprof_heap_skip_sample(total), 1))
+        TAIL return next.calloc_fn(count, size);
+    TAIL return calloc_slow(count, size);
+}
+
+// realloc and reallocarray off the fast path. A sampled block is taken out
+// of the live table before the call (afterwards its address may be handed to
+// another thread) and put back if the call fails and leaves it allocated.
+static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t count, size_t elem, int array,
+                                                              uintptr_t ret, uintptr_t frame) {
     size_t size;
     if (__builtin_mul_overflow(count, elem, &size)) {
         errno = ENOMEM;
@@ -207,8 +251,9 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
     if (ptr == NULL || in_arena(ptr)) {
         void *q;
         if (!(__builtin_expect(!ready(), 0) && bootstrap(&q, size, 16))) {
+            int sample = ptr == NULL && cpprof_heap_should_sample(size);
             q = next.malloc_fn(size);
-            if (ptr == NULL) after_alloc(q, size, ret, frame);
+            if (sample) after_alloc(q, size, ret, frame);
         }
         if (q != NULL && ptr != NULL) {
             size_t old = arena_size(ptr);
@@ -220,6 +265,7 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
         errno = ENOMEM;
         return NULL;
     }
+    int sample = cpprof_heap_should_sample(size);
     cpprof_heap_held held;
     int sampled = cpprof_heap_hold(ptr, &held);
     void *q = array && next.reallocarray_fn != NULL ? next.reallocarray_fn(ptr, count, elem)
@@ -229,20 +275,40 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
         return NULL;
     }
     if (sampled) cpprof_heap_release_held(&held);
-    after_alloc(q, size, ret, frame);
+    if (sample) after_alloc(q, size, ret, frame);
     return q;
 }
 
-EXPORT void *realloc(void *ptr, size_t size) {
+// realloc's fast path: the allocator is known, the old block is neither in
+// the arena nor a live sample, and the new one is not sampled (tested last:
+// it runs the countdown).
+static inline __attribute__((always_inline)) int realloc_fast(void *ptr, size_t size) {
+    return ready() && ptr != NULL && !in_arena(ptr) && !cpprof_heap_maybe_live(ptr) && cpprof_heap_skip_sample(size);
+}
+
+static SLOW void *realloc_slow(void *ptr, size_t size) {
     return reallocate(ptr, size, 1, 0, CALLER, FRAME);
 }
 
-EXPORT void *reallocarray(void *ptr, size_t count, size_t size) {
+EXPORT void *realloc(void *ptr, size_t size) {
+    if (__builtin_expect(realloc_fast(ptr, size), 1)) TAIL return next.realloc_fn(ptr, size);
+    TAIL return realloc_slow(ptr, size);
+}
+
+static SLOW void *reallocarray_slow(void *ptr, size_t count, size_t size) {
     return reallocate(ptr, count, size, 1, CALLER, FRAME);
 }
 
-// memalign-like entry points: `kind` picks the next allocator's function.
-// (Inlined, like reallocate, so the hook's own frame is the one recorded.)
+EXPORT void *reallocarray(void *ptr, size_t count, size_t size) {
+    size_t total;
+    if (!__builtin_mul_overflow(count, size, &total) && next.reallocarray_fn != NULL && realloc_fast(ptr, total))
+        TAIL return next.reallocarray_fn(ptr, count, size);
+    TAIL return reallocarray_slow(ptr, count, size);
+}
+
+// memalign-like entry points (rarer: no separate fast path): `kind` picks
+// the next allocator's function. Inlined, like reallocate, so the hook's own
+// frame is the one recorded.
 enum { K_MEMALIGN, K_ALIGNED_ALLOC, K_VALLOC, K_PVALLOC };
 
 static inline __attribute__((always_inline)) void *aligned(int kind, size_t align, size_t size, uintptr_t ret, uintptr_t frame) {
@@ -265,7 +331,7 @@ static inline __attribute__((always_inline)) void *aligned(int kind, size_t alig
         p = next.pvalloc_fn != NULL ? next.pvalloc_fn(size) : NULL;
         break;
     }
-    after_alloc(p, size, ret, frame);
+    if (cpprof_heap_should_sample(size)) after_alloc(p, size, ret, frame);
     return p;
 }
 
@@ -281,14 +347,15 @@ EXPORT void *valloc(size_t size) { return aligned(K_VALLOC, PAGE, size, CALLER, 
 
 EXPORT void *pvalloc(size_t size) { return aligned(K_PVALLOC, PAGE, size, CALLER, FRAME); }
 
-EXPORT int posix_memalign(void **out, size_t align, size_t size) {
-    if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
+// Swift's `allocate` at any alignment comes here: the same fast path as malloc.
+static SLOW int posix_memalign_slow(void **out, size_t align, size_t size) {
     void *p;
     if (__builtin_expect(!ready(), 0) && bootstrap(&p, size, align)) {
         if (p == NULL) return ENOMEM;
         *out = p;
         return 0;
     }
+    int sample = cpprof_heap_should_sample(size);
     int err;
     if (next.posix_memalign_fn != NULL) {
         err = next.posix_memalign_fn(out, align, size);
@@ -297,15 +364,22 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size) {
         err = p != NULL ? 0 : ENOMEM;
         if (p != NULL) *out = p;
     }
-    if (err == 0) after_alloc(*out, size, CALLER, FRAME);
+    if (err == 0 && sample) after_alloc(*out, size, CALLER, FRAME);
     return err;
+}
+
+EXPORT int posix_memalign(void **out, size_t align, size_t size) {
+    if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
+    if (__builtin_expect(ready() && next.posix_memalign_fn != NULL && cpprof_heap_skip_sample(size), 1))
+        TAIL return next.posix_memalign_fn(out, align, size);
+    TAIL return posix_memalign_slow(out, align, size);
 }
 
 EXPORT size_t malloc_usable_size(void *ptr) {
     if (ptr == NULL) return 0;
     if (in_arena(ptr)) return arena_size(ptr);
     if (!ready() || next.usable_size_fn == NULL) return 0;
-    return next.usable_size_fn(ptr);
+    TAIL return next.usable_size_fn(ptr);
 }
 
 #endif // CPPROF_HEAP_PROFILING

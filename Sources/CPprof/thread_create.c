@@ -10,6 +10,7 @@
 // so fork() in the middle of an update cannot leave a lock held.
 #include "internal.h"
 #include "include/cpprof_threads.h"
+#include "include/cpprof_heap.h"
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -125,6 +126,11 @@ static void *cpprof_thread_trampoline(void *raw) {
     pthread_once(&key_once, make_key);
     if (e != NULL && key_ok) pthread_setspecific(exit_key, e);
     cpprof_cpu_thread_started(); // sampled from its first instruction, if a CPU profile runs
+    // A tail call: the thread's stacks (CPU, heap, dumps) show its own start
+    // routine under start_thread, not a frame of the profiler.
+#if defined(__clang__)
+    __attribute__((musttail))
+#endif
     return start(arg);
 }
 
@@ -132,7 +138,9 @@ __attribute__((noinline)) int pthread_create(pthread_t *thread, const pthread_at
                                              void *(*start)(void *), void *arg) {
     pthread_create_fn real = resolve_real();
     if (real == NULL) return EAGAIN;
+    cpprof_heap_own_enter(); // the profiler's memory, freed at thread start
     start_block *b = malloc(sizeof *b);
+    cpprof_heap_own_leave();
     if (b == NULL) return real(thread, attr, start, arg);
     b->start = start;
     b->arg = arg;

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PprofServiceLifecycle
 import ServiceLifecycle
 import Testing
 @testable import Pprof

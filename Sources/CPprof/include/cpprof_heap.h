@@ -55,6 +55,13 @@ int64_t cpprof_heap_rate(void);
 /// thread's next allocation. No effect when unavailable.
 void cpprof_heap_set_rate(int64_t rate);
 
+/// Marks the calling thread as working for the profiler until the matching
+/// `cpprof_heap_own_leave`: its allocations are never sampled, so the
+/// profiler's own memory stays out of the heap profiles (frees of sampled
+/// blocks still count). Calls nest. No effect when unavailable.
+void cpprof_heap_own_enter(void);
+void cpprof_heap_own_leave(void);
+
 /// Copies up to `max` records (stacks that had at least one sampled
 /// allocation) into `out` and returns how many exist; call again with a
 /// larger buffer if that exceeds `max`. `out` may be NULL when `max` is 0.

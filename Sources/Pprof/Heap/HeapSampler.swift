@@ -52,6 +52,15 @@ enum HeapSampler {
         set { cpprof_heap_set_rate(Int64(newValue)) }
     }
 
+    /// Runs `body` with the calling thread's allocations left out of the
+    /// heap profiles: the profiler's own work, on its threads or on the
+    /// app's (a ``PprofHandler`` on a framework's thread).
+    static func ownWork<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        cpprof_heap_own_enter()
+        defer { cpprof_heap_own_leave() }
+        return try body()
+    }
+
     /// Every stack with at least one sampled allocation since start.
     static func snapshot() -> [HeapRecord] {
         guard isAvailable else { return [] }

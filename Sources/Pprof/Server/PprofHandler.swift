@@ -64,19 +64,22 @@ public struct PprofHandler: Sendable {
     public init(configuration: PprofServer.Configuration = .init()) {
         self.endpoints = PprofEndpoints(settings: EndpointSettings(configuration))
         self.bearerToken = configuration.bearerToken
+        SymbolPreload.startOnce()
     }
 
     /// Answers a request. Runs on a dedicated thread and suspends the caller
     /// until the answer is ready.
     public func respond(to request: Request) async -> Response {
-        let box = CancelFlag()
+        let box = HeapSampler.ownWork { CancelFlag() }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Response, Never>) in
-                let spawned = PThread.spawn(name: "pprof-handler", joinable: false) {
-                    continuation.resume(returning: self.respondBlocking(to: request, isCancelled: { box.isSet }))
-                }
-                if case .failure = spawned {
-                    continuation.resume(returning: Response(HTTPResponse.pprofError(503, "pprof: no thread available for this request")))
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Response, Never>) in
+                HeapSampler.ownWork {
+                    let spawned = PThread.spawn(name: "pprof-handler", joinable: false) {
+                        continuation.resume(returning: self.respondBlocking(to: request, isCancelled: { box.isSet }))
+                    }
+                    if case .failure = spawned {
+                        continuation.resume(returning: Response(HTTPResponse.pprofError(503, "pprof: no thread available for this request")))
+                    }
                 }
             }
         } onCancel: {
@@ -86,11 +89,15 @@ public struct PprofHandler: Sendable {
 
     /// Answers a request on the calling thread, which it may block for the
     /// whole profile duration. `isCancelled` is polled to end a profile early.
+    /// The profiler's own allocations on this thread stay out of the heap
+    /// profiles (the response handed back is the caller's).
     public func respondBlocking(to request: Request, isCancelled: @escaping @Sendable () -> Bool = { false }) -> Response {
-        let target = request.query.isEmpty ? request.path : request.path + "?" + request.query
-        let http = HTTPRequest(method: request.method, target: target, path: request.path, rawQuery: request.query,
-                               headers: request.headers, body: request.body)
-        return Response(handle(http, isCancelled: isCancelled))
+        HeapSampler.ownWork {
+            let target = request.query.isEmpty ? request.path : request.path + "?" + request.query
+            let http = HTTPRequest(method: request.method, target: target, path: request.path, rawQuery: request.query,
+                                   headers: request.headers, body: request.body)
+            return Response(handle(http, isCancelled: isCancelled))
+        }
     }
 
     /// The built-in server's entry point: authorization, then the endpoints.

@@ -16,8 +16,9 @@ import Synchronization
 /// // go tool pprof http://127.0.0.1:6060/debug/pprof/profile?seconds=10
 /// ```
 ///
-/// It is also a swift-service-lifecycle `Service`: add it to a
-/// `ServiceGroup` and it starts with the group and stops on graceful shutdown.
+/// With the `PprofServiceLifecycle` product it is also a swift-service-lifecycle
+/// `Service`: add it to a `ServiceGroup` and it starts with the group and
+/// stops on graceful shutdown.
 public final class PprofServer: Sendable {
     /// The configuration in effect: the one the server was created with,
     /// with the `PPROF_*` environment variables applied (see
@@ -64,20 +65,24 @@ public final class PprofServer: Sendable {
         self.environmentError = environmentError
         self.enabled = enabled
         self.logger = logger
-        let handler = PprofHandler(configuration: effective)
-        let address: ListenAddress = effective.unixSocketPath.map { .unix(path: $0) }
-            ?? .tcp(host: effective.host, port: effective.port)
-        let hostCheck = effective.unixSocketPath == nil && HostCheck.isLoopbackName(effective.host.lowercased())
-            ? HostCheck(allowedHosts: effective.allowedHosts) : nil
-        self.http = HTTPServer(
-            configuration: HTTPServerConfiguration(
-                address: address, maxConnections: effective.maxConnections,
-                maxConcurrentRequests: effective.maxConcurrentRequests,
-                maxConcurrentRequestsPerClient: effective.maxConcurrentRequestsPerClient),
-            handler: { request, connection in
-                if let hostCheck, !hostCheck.permits(request.header("Host")) { return HostCheck.forbidden }
-                return handler.handle(request, isCancelled: { connection.isPeerGone() })
-            })
+        let settings = effective
+        // The profiler's own memory stays out of the heap profiles.
+        self.http = HeapSampler.ownWork {
+            let handler = PprofHandler(configuration: settings)
+            let address: ListenAddress = settings.unixSocketPath.map { .unix(path: $0) }
+                ?? .tcp(host: settings.host, port: settings.port)
+            let hostCheck = settings.unixSocketPath == nil && HostCheck.isLoopbackName(settings.host.lowercased())
+                ? HostCheck(allowedHosts: settings.allowedHosts) : nil
+            return HTTPServer(
+                configuration: HTTPServerConfiguration(
+                    address: address, maxConnections: settings.maxConnections,
+                    maxConcurrentRequests: settings.maxConcurrentRequests,
+                    maxConcurrentRequestsPerClient: settings.maxConcurrentRequestsPerClient),
+                handler: { request, connection in
+                    if let hostCheck, !hostCheck.permits(request.header("Host")) { return HostCheck.forbidden }
+                    return handler.handle(request, isCancelled: { connection.isPeerGone() })
+                })
+        }
     }
 
     /// Creates and starts a server in one call, safe as an app's first line.
@@ -96,7 +101,7 @@ public final class PprofServer: Sendable {
     @discardableResult
     public static func start(_ configuration: Configuration = Configuration(), logger: Logger? = nil,
                              required: Bool = false) throws(PprofServerError) -> PprofServer {
-        let server = PprofServer(configuration: configuration, logger: logger)
+        let server = HeapSampler.ownWork { PprofServer(configuration: configuration, logger: logger) }
         do {
             try server.start()
         } catch where !required {
@@ -116,11 +121,13 @@ public final class PprofServer: Sendable {
     ///   `PPROF_*` variable or the bearer token is not valid, or the server
     ///   was already started. The reason is also logged.
     public func start() throws(PprofServerError) {
-        do {
-            try bind()
-        } catch {
-            warn("pprof server could not start: \(error)", ["error": "\(error)"])
-            throw error
+        try HeapSampler.ownWork { () throws(PprofServerError) in
+            do {
+                try bind()
+            } catch {
+                warn("pprof server could not start: \(error)", ["error": "\(error)"])
+                throw error
+            }
         }
     }
 
@@ -170,7 +177,7 @@ public final class PprofServer: Sendable {
     /// Stops listening, closes open connections (a CPU profile in flight
     /// ends early and sampling stops). Safe to call more than once.
     public func stop() {
-        http.stop()
+        HeapSampler.ownWork { http.stop() }
     }
 
     /// Whether ``start()`` succeeded (a server that ``start(_:logger:required:)``
@@ -178,7 +185,7 @@ public final class PprofServer: Sendable {
     public var isServing: Bool { bound.withLock { $0 != nil } }
 
     /// Whether ``start()`` has succeeded.
-    var isStarted: Bool { isServing }
+    package var isStarted: Bool { isServing }
 
     /// Connections being served now (for tests).
     var activeConnectionCount: Int { http.activeConnectionCount }

@@ -26,13 +26,17 @@ enum PThread {
         if !joinable {
             pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         }
-        let context = Unmanaged.passRetained(Start(name: name, body: body)).toOpaque()
+        let context = HeapSampler.ownWork { Unmanaged.passRetained(Start(name: name, body: body)).toOpaque() }
         var thread = pthread_t()
         let rc = pthread_create(&thread, &attributes, { raw in
             guard let raw else { return nil }
-            let start = Unmanaged<Start>.fromOpaque(raw).takeRetainedValue()
-            start.name.withCString { cpprof_set_thread_name($0) }
-            start.body()
+            // The whole thread works for the profiler: none of its
+            // allocations is sampled.
+            HeapSampler.ownWork {
+                let start = Unmanaged<Start>.fromOpaque(raw).takeRetainedValue()
+                start.name.withCString { cpprof_set_thread_name($0) }
+                start.body()
+            }
             return nil
         }, context)
         if rc != 0 {

@@ -90,11 +90,53 @@ final class Symbolizer: Sendable {
         }
     }
 
+    /// Loads the symbol, line and inline tables of every loaded object that
+    /// has none yet, so the first profile does not pay for them
+    /// (`SymbolPreload` runs it once, at low priority). Each object is read
+    /// outside the lock: a request meanwhile is never kept waiting; if it
+    /// needs the same object it reads it too, and the first result is kept.
+    func preload() {
+        let objects = state.withLock { state -> [LoadedObject] in
+            if state.generation == nil { state.scan() }
+            return state.objects
+        }
+        for object in objects where state.withLock({ $0.symbolTables[object] == nil }) {
+            let loaded = Handover(symbols: State.loadSymbols(of: object))
+            var transient = false
+            let info = loaded.symbols.table.map {
+                State.loadDebugInfo(of: object, symbols: $0, fromDebugFile: loaded.symbols.fromDebugFile,
+                                    transientFailure: &transient)
+            }
+            let keepInfo = !transient
+            state.withLock { state in
+                if state.symbolTables[object] == nil { state.remember(loaded.symbols, of: object) }
+                if let info, keepInfo, state.symbolTables[object] != nil, state.debugInfo[object] == nil {
+                    state.debugInfo[object] = info
+                }
+            }
+        }
+    }
+
     /// How often the loaded objects were listed (for tests of the rate limit).
     var scanCount: Int { state.withLock { $0.scanCount } }
 
     /// Addresses cached now, and their estimated bytes (for tests).
     var cacheUsage: (addresses: Int, bytes: Int) { state.withLock { ($0.frameCache.count, $0.frameCacheBytes) } }
+}
+
+/// What reading one object's symbols gave.
+struct LoadedSymbols {
+    var table: FunctionSymbolTable?
+    /// The table came from the object's separate debug file (its DWARF too).
+    var fromDebugFile: Bool
+    /// The read failed for a reason that may pass: not to be cached.
+    var transientFailure: Bool
+}
+
+/// A symbol table built outside the lock and handed into it once: nothing
+/// else refers to it, and the mapped file it points into is read-only.
+private struct Handover: @unchecked Sendable {
+    var symbols: LoadedSymbols
 }
 
 /// Identifies a file version for the build-id cache.
@@ -182,18 +224,27 @@ private struct State {
 
     mutating func symbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let known = symbolTables[object] { return known }
-        var transient = false
-        let table = loadSymbols(of: object, transientFailure: &transient)
-        if transient {
-            transientFailures += 1  // this time the exported names only, if any
-        } else {
-            symbolTables[object] = .some(table)
-        }
-        return table
+        let loaded = Self.loadSymbols(of: object)
+        remember(loaded, of: object)
+        return loaded.table
     }
 
-    mutating func loadSymbols(of object: LoadedObject, transientFailure: inout Bool) -> FunctionSymbolTable? {
-        if let file = MappedFile(path: object.openPath, transientFailure: &transientFailure),
+    /// Caches what was read, unless it failed for a reason that may pass
+    /// (descriptors, memory): then the next request reads the file again.
+    mutating func remember(_ loaded: LoadedSymbols, of object: LoadedObject) {
+        if loaded.transientFailure {
+            transientFailures += 1  // this time the exported names only, if any
+            return
+        }
+        symbolTables[object] = .some(loaded.table)
+        if loaded.fromDebugFile { symbolsFromDebugFile.insert(object) }
+    }
+
+    /// Reads an object's symbol table. Static: `Symbolizer.preload()` calls
+    /// it outside the lock.
+    static func loadSymbols(of object: LoadedObject) -> LoadedSymbols {
+        var transient = false
+        if let file = MappedFile(path: object.openPath, transientFailure: &transient),
            let elf = ELFImage(bytes: file.bytes) {
             // A file replaced on disk since it was loaded would give wrong names.
             let fileID = elf.buildID
@@ -202,30 +253,27 @@ private struct State {
                 // names the local functions .dynsym lacks (start_thread, clone3).
                 if !elf.hasFullSymbolTable,
                    let debug = SeparateDebugFile(for: elf, path: object.name, buildID: object.buildID,
-                                                 transientFailure: &transientFailure) {
-                    symbolsFromDebugFile.insert(object)
-                    return FunctionSymbolTable(image: debug.image, file: debug.file)
+                                                 transientFailure: &transient) {
+                    return LoadedSymbols(table: FunctionSymbolTable(image: debug.image, file: debug.file),
+                                         fromDebugFile: true, transientFailure: false)
                 }
-                return FunctionSymbolTable(image: elf, file: file)
+                return LoadedSymbols(table: FunctionSymbolTable(image: elf, file: file),
+                                     fromDebugFile: false, transientFailure: transient)
             }
         }
         if let memory = object.memoryImage, let start = UnsafeRawPointer(bitPattern: UInt(memory.start)),
            let elf = ELFImage(bytes: UnsafeRawBufferPointer(start: start, count: Int(memory.count))) {
-            return FunctionSymbolTable(image: elf, file: nil)
+            return LoadedSymbols(table: FunctionSymbolTable(image: elf, file: nil), fromDebugFile: false,
+                                 transientFailure: transient)
         }
-        return nil
+        return LoadedSymbols(table: nil, fromDebugFile: false, transientFailure: transient)
     }
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
         var transient = false
-        let info: DebugInfo
-        if symbolsFromDebugFile.contains(object) {
-            info = DebugInfo(image: symbols.image, inlinedFrames: false) ?? .empty
-        } else {
-            info = DebugInfo(image: symbols.image)
-                ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transient) ?? .empty
-        }
+        let info = Self.loadDebugInfo(of: object, symbols: symbols,
+                                      fromDebugFile: symbolsFromDebugFile.contains(object), transientFailure: &transient)
         // Symbols from the loaded image (the file could not be mapped this time) have no DWARF.
         if transient || symbolTables[object] == nil {
             transientFailures += 1
@@ -235,11 +283,19 @@ private struct State {
         return info
     }
 
+    /// Reads an object's DWARF (static, for `Symbolizer.preload()`).
+    static func loadDebugInfo(of object: LoadedObject, symbols: FunctionSymbolTable, fromDebugFile: Bool,
+                              transientFailure: inout Bool) -> DebugInfo {
+        if fromDebugFile { return DebugInfo(image: symbols.image, inlinedFrames: false) ?? .empty }
+        return DebugInfo(image: symbols.image)
+            ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transientFailure) ?? .empty
+    }
+
     /// DWARF from a separate debug file (`SeparateDebugFile`) of an image
     /// that has its own .symtab; files and lines only, no inlined frames:
     /// system libraries' .debug_info is large, and their inlining matters
     /// little here.
-    func separateDebugInfo(of object: LoadedObject, image: ELFImage, transientFailure: inout Bool) -> DebugInfo? {
+    static func separateDebugInfo(of object: LoadedObject, image: ELFImage, transientFailure: inout Bool) -> DebugInfo? {
         guard let debug = SeparateDebugFile(for: image, path: object.name, buildID: object.buildID,
                                             transientFailure: &transientFailure) else { return nil }
         return withExtendedLifetime(debug.file) { DebugInfo(image: debug.image, inlinedFrames: false) }

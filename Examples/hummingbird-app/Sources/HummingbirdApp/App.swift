@@ -1,6 +1,7 @@
 import Hummingbird
 import Logging
 import Pprof
+import PprofServiceLifecycle // PprofServer as a Service
 import ServiceLifecycle
 
 @main

@@ -1,3 +1,7 @@
+// The swift-service-lifecycle integration, in a product of its own so that
+// apps which only start the server do not build swift-service-lifecycle
+// (and with it swift-collections and swift-async-algorithms).
+import Pprof
 import ServiceLifecycle
 
 extension PprofServer: Service {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# First scrape against warm ones, and the profiler's memory, on the demo
+# (Docs/Benchmarks.md, "First scrape and memory"):
+#   ./Scripts/first-scrape.sh [DEMO_BINARY] [RUNS] [WAIT_SECONDS] [LOAD_THREADS]
+# Per run and per mode (symbol preload on, PPROF_SYMBOL_PRELOAD=0), alternating
+# the order: starts the demo on free ports, waits WAIT_SECONDS, then times the
+# first /goroutine?debug=2, 5 more, the first /profile?seconds=1 and 3 more;
+# reads the demo's RSS before the first request and after one scrape of
+# every endpoint, and the heap profile's profiler_memory_bytes comment.
+# Prints one line per run and mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+demo=${1:-.build/release/pprof-demo}
+runs=${2:-5}
+wait_seconds=${3:-10}
+load_threads=${4:-3}
+[ -x "$demo" ] || { echo "first-scrape: build the demo first: swift build -c release --product pprof-demo" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ms() { curl -s -o /dev/null -w '%{time_total}' "$1" | awk '{printf "%.1f", $1 * 1000}'; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+one_run() { # mode: preload|lazy
+    local mode=$1 env=()
+    [ "$mode" = lazy ] && env=(PPROF_SYMBOL_PRELOAD=0)
+    local pport hport
+    pport=$(free_port); hport=$(free_port)
+    env "${env[@]}" "$demo" --pprof-address "127.0.0.1:$pport" --http-address "127.0.0.1:$hport" \
+        --load-threads "$load_threads" >/dev/null 2>&1 &
+    local pid=$!
+    local base="http://127.0.0.1:$pport/debug/pprof"
+    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$hport/" 2>/dev/null && break; sleep 0.1; done
+    sleep "$wait_seconds"
+    local rss0; rss0=$(rss_kib $pid)
+    local g_first; g_first=$(ms "$base/goroutine?debug=2")
+    local g_warm=""; for _ in 1 2 3 4 5; do g_warm+=" $(ms "$base/goroutine?debug=2")"; done
+    local p_first; p_first=$(ms "$base/profile?seconds=1")
+    local p_warm=""; for _ in 1 2 3; do p_warm+=" $(ms "$base/profile?seconds=1")"; done
+    for t in "" cmdline heap allocs "goroutine?debug=1" goroutine threadcreate block mutex symbol "heap?debug=1"; do
+        curl -s -o /dev/null "$base/$t"
+    done
+    local rss1; rss1=$(rss_kib $pid)
+    local own; own=$(curl -s "$base/heap?debug=1" | sed -n 's/.*profiler_memory_bytes=\([0-9]*\).*/\1/p' | head -n 1)
+    kill $pid; wait $pid 2>/dev/null || true
+    echo "$mode goroutine_first_ms=$g_first goroutine_warm_median_ms=$(echo $g_warm | median)" \
+         "profile1s_first_ms=$p_first profile1s_warm_median_ms=$(echo $p_warm | median)" \
+         "rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own"
+}
+
+for i in $(seq "$runs"); do
+    if [ $((i % 2)) -eq 1 ]; then one_run preload; one_run lazy; else one_run lazy; one_run preload; fi
+done
