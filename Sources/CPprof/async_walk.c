@@ -20,6 +20,7 @@
 #include "internal.h"
 #include "include/cpprof_async.h"
 #include <errno.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -144,4 +145,37 @@ void cpprof_async_splice(uint64_t *pcs, uint32_t *depth, uint32_t max, const cpp
     for (uint32_t i = keep; i-- > 0;) pcs[at + n + i] = pcs[at + i];
     for (uint32_t i = 0; i < n; i++) pcs[at + i] = chain->pcs[i];
     *depth = at + n + keep;
+}
+
+// A thread blocked in the kernel is read without a signal (proc_capture.c):
+// only its sp and pc are known, and glibc keeps no frame pointers, so the
+// async frame is found in the copy of its stack instead: a word that is a
+// return address into a job-running function, below it a saved frame
+// pointer that points further up the copied stack, and below that the
+// async context (the same layout the frame walk reads). The chain itself is
+// read with process_vm_readv (this is not a signal handler, but the context
+// memory is still the app's and must never fault us). The caller confirms
+// that the thread did not run meanwhile; until it runs, its task's contexts
+// stay as they are.
+void cpprof_async_capture_from_copy(const uint8_t *copy, uint64_t addr, size_t len, cpprof_async_capture *out) {
+    out->count = 0;
+    if (cpprof_async_executor_range_count() == 0 || len < 3 * sizeof(uintptr_t)) return;
+    const size_t words = len / sizeof(uintptr_t);
+    for (size_t i = 2; i < words; i++) {
+        uintptr_t ret;
+        memcpy(&ret, copy + i * sizeof(uintptr_t), sizeof ret);
+        if (!cpprof_async_is_executor(ret)) continue;
+        uintptr_t saved_fp, context;
+        memcpy(&saved_fp, copy + (i - 1) * sizeof(uintptr_t), sizeof saved_fp);
+        memcpy(&context, copy + (i - 2) * sizeof(uintptr_t), sizeof context);
+        uint64_t frame = addr + (i - 1) * sizeof(uintptr_t);
+        // The executor's own frame lies above the async frame's record.
+        if (saved_fp <= frame || saved_fp >= addr + len + (1u << 20)) continue;
+        uint32_t n = cpprof_async_chain(context, CPPROF_ASYNC_READ_SYSCALL, out->pcs, CPPROF_ASYNC_MAX_DEPTH);
+        if (n > 0) {
+            out->count = n;
+            out->boundary = ret;
+        }
+        return; // the innermost async frame only, as the handlers do
+    }
 }

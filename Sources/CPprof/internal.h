@@ -73,6 +73,10 @@ typedef struct cpprof_async_capture {
 } cpprof_async_capture;
 // Inserts a captured chain into an unwound stack (not in a handler).
 void cpprof_async_splice(uint64_t *pcs, uint32_t *depth, uint32_t max, const cpprof_async_capture *chain);
+// Finds the async frame in a copy of a blocked thread's stack (starting at
+// `addr`, `len` bytes) and reads its chain with process_vm_readv (not in a
+// handler). out->count is 0 if there is none.
+void cpprof_async_capture_from_copy(const uint8_t *copy, uint64_t addr, size_t len, cpprof_async_capture *out);
 
 // --- frame_walk.c ---
 // Fills pcs[0] = pc, then the return addresses of a frame-pointer chain that

@@ -312,9 +312,10 @@ static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen
         s->handler_ns = 0;
         s->only_sp_pc = 1;
         *cpu_ns = before;
-        // [ASYNC CHAIN] Once async stacks land (issue 9), the async context
-        // chain of this thread is read here, while it is confirmed blocked,
-        // from the copy's async frame (fp - 8) with process_vm_readv.
+        // Its awaiting callers, if it runs a task: read while it stays
+        // blocked; a thread that ran meanwhile keeps its stack, not the chain.
+        cpprof_async_capture_from_copy(s->copy, s->stack_addr, len, &s->async);
+        if (s->async.count > 0 && cpprof_thread_cpu_ns(tid) != before) s->async.count = 0;
         atomic_store_explicit(&s->state, pack_state(gen, PHASE_DONE), memory_order_release);
         return 1;
     }

@@ -191,6 +191,34 @@ extension CPUSamplingTests {
                   + "\(after.chains &- before.chains) chains (\(after.cut &- before.cut) cut)")
         }
 
+        @Test("a task blocked in a system call is dumped with its awaiting callers, without a signal")
+        func blockedTaskDumpShowsChain() async throws {
+            var fds: [Int32] = [0, 0]
+            #expect(pipe(&fds) == 0)
+            let (readEnd, writeEnd) = (fds[0], fds[1])
+            defer { close(readEnd); close(writeEnd) }
+            let task = Task.detached { await asyncBlockedRoute(readEnd) }
+            var found: [String] = []
+            for _ in 0..<40 where found.isEmpty {
+                let threads = try await offThePool { ThreadDumper.dump() }
+                for thread in threads where found.isEmpty {
+                    let names = thread.stack.enumerated().map { i, pc in
+                        Symbolizer.shared.frames(at: i == 0 ? pc : pc &- 1).last?.function ?? ""
+                    }
+                    if names.contains(where: { $0.contains("asyncBlockingRead") }) { found = names }
+                }
+                if found.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            var byte: UInt8 = 1
+            _ = write(writeEnd, &byte, 1)
+            let got = await task.value
+            #expect(got == 1, "the blocked read returned \(got): the dump disturbed it")
+            let chain = Array(found.drop { !$0.contains("asyncBlockingRead") })
+            let middle = chain.firstIndex { $0.contains("asyncBlockedMiddle") }
+            let route = chain.firstIndex { $0.contains("asyncBlockedRoute") }
+            #expect(middle != nil && route != nil && middle! < route!, "dumped stack: \(found)")
+        }
+
         @Test("goroutine?debug=2 shows the awaiting callers of a running task")
         func goroutineDebug2ShowsChain() async throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
@@ -211,6 +239,17 @@ extension CPUSamplingTests {
         }
     }
 }
+
+/// A task whose innermost function blocks a pool thread in `read` until a
+/// byte arrives (the "blocking call in async code" a wall profile must find).
+@inline(never) func asyncBlockingRead(_ fd: Int32) -> Int {
+    var byte: UInt8 = 0
+    return read(fd, &byte, 1)
+}
+
+@inline(never) func asyncBlockedLeaf(_ fd: Int32) async -> Int { asyncBlockingRead(fd) }
+@inline(never) func asyncBlockedMiddle(_ fd: Int32) async -> Int { await asyncBlockedLeaf(fd) }
+@inline(never) func asyncBlockedRoute(_ fd: Int32) async -> Int { await asyncBlockedMiddle(fd) }
 
 @inline(never) func asyncChurnInner(_ seed: UInt64) async -> UInt64 {
     var x = seed | 1

@@ -122,7 +122,7 @@ public final class PprofServer: Sendable {
     ///   was already started. The reason is also logged.
     public func start() throws(PprofServerError) {
         try HeapSampler.ownWork { () throws(PprofServerError) in
-            do {
+            do throws(PprofServerError) {
                 try bind()
             } catch {
                 warn("pprof server could not start: \(error)", ["error": "\(error)"])
