@@ -65,6 +65,7 @@ void cpprof_dump_cache_store(const cpprof_thread_info *infos, size_t n, int whol
     } else {
         // Some threads only (a wall-clock tick): update those, keep the rest.
         size_t known = entry_count;
+        int appended = 0;
         for (size_t i = 0; i < n; i++) {
             if (infos[i].unchanged) continue;
             cpprof_thread_info *e = (cpprof_thread_info *)find_in(infos[i].tid, known);
@@ -73,8 +74,10 @@ void cpprof_dump_cache_store(const cpprof_thread_info *infos, size_t n, int whol
                 else e->cpu_ns = -1; // never matches again
             } else if (worth_keeping(&infos[i]) && entry_count < CACHE_MAX) {
                 memcpy(&entries[entry_count++], &infos[i], sizeof *entries);
+                appended = 1;
             }
         }
+        if (!appended) return; // still sorted: a tick of threads all seen before
     }
     qsort(entries, entry_count, sizeof *entries, by_tid);
 }

@@ -288,7 +288,7 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
 // Reads a blocked thread's stack without a signal (proc_capture.c) into its
 // slot, armed for this dump and claimed here (no signal was sent for it).
 // 0 if the thread is running, gone, or kept running while we read.
-static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen, int64_t *cpu_ns) {
+static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen) {
     uint64_t armed = pack_state(gen, PHASE_ARMED);
     if (!atomic_compare_exchange_strong(&s->state, &armed, pack_state(gen, PHASE_WRITING))) return 0;
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -306,7 +306,6 @@ static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen
         s->stack_len = len;
         s->handler_ns = 0;
         s->only_sp_pc = 1;
-        *cpu_ns = before;
         // [ASYNC CHAIN] Once async stacks land (issue 9), the async context
         // chain of this thread is read here, while it is confirmed blocked,
         // from the copy's async frame (fp - 8) with process_vm_readv.
@@ -412,8 +411,9 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
             continue;
         }
         // Blocked in the kernel: read, not interrupted.
-        if (task_dir >= 0 && cpprof_proc_available() &&
-            capture_blocked(task_dir, infos[i].tid, s, gen, &infos[i].cpu_ns)) {
+        // The cache key stays the CPU time read before the name and state: if
+        // the thread ran since (renamed itself, say), the next dump reads it afresh.
+        if (task_dir >= 0 && cpprof_proc_available() && capture_blocked(task_dir, infos[i].tid, s, gen)) {
             infos[i].status = CPPROF_THREAD_READ_BLOCKED;
             read_blocked++;
             continue;
