@@ -40,7 +40,12 @@ static const cpprof_thread_info *find_in(int32_t tid, size_t count) {
 int cpprof_dump_cache_lookup(int32_t tid, int64_t cpu_ns, cpprof_thread_info *out) {
     const cpprof_thread_info *e = find_in(tid, entry_count);
     if (e == NULL) return CPPROF_CACHE_UNKNOWN;
-    if (cpu_ns < 0 || e->cpu_ns != cpu_ns) return CPPROF_CACHE_CHANGED;
+    if (cpu_ns < 0 || e->cpu_ns != cpu_ns) {
+        // Its name and state as last read, for callers that do not need them fresh.
+        memcpy(out->name, e->name, sizeof out->name);
+        out->state = e->state;
+        return CPPROF_CACHE_CHANGED;
+    }
     memcpy(out, e, sizeof *out);
     out->unchanged = 1;
     return CPPROF_CACHE_HIT;

@@ -369,7 +369,9 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
         if (cached == CPPROF_CACHE_UNKNOWN) new_threads = 1;
         infos[i].tid = tids[i];
         infos[i].status = CPPROF_THREAD_TIMED_OUT;
-        cpprof_proc_read_stat(tids[i], &infos[i], ticks);
+        // A wall-clock tick keeps the name a thread had (one /proc read less
+        // per capture, the largest cost of a tick); a dump reads it afresh.
+        if (only == NULL || cached != CPPROF_CACHE_CHANGED) cpprof_proc_read_stat(tids[i], &infos[i], ticks);
         // The key of the cache: the CPU time before the capture.
         infos[i].cpu_ns = cpu;
         if (cpu < 0) infos[i].status = CPPROF_THREAD_EXITED;
