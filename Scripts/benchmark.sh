@@ -43,7 +43,7 @@ noheap=.build-rel-noheap/release/pprof-benchmarks
 out=bench-out
 mkdir -p "$out"
 
-handler_args=() overhead_args=() gperf_args=() heap_args=() endpoint_args=() tools_args=() dump_args=()
+handler_args=() overhead_args=() gperf_args=() heap_args=() endpoint_args=() tools_args=() dump_args=() wall_args=()
 if [ $quick -eq 1 ]; then
     handler_args=(--batches 200)
     overhead_args=(--pairs 2 --iterations 200000000 --latency-seconds 1 --latency-repetitions 1)
@@ -52,6 +52,7 @@ if [ $quick -eq 1 ]; then
     endpoint_args=(--requests 3)
     tools_args=(--rounds 1 --iterations 500)
     dump_args=(--requests 3)
+    wall_args=(--pairs 2 --seconds 2)
 fi
 
 started=$(date +%s)
@@ -65,6 +66,8 @@ started=$(date +%s)
 # Thread dumps with one busy thread (a core left free) and with two (both cores busy).
 "$bin" thread-dump --busy 1 --summary "$out/threads-1.txt" "${dump_args[@]}" | tee "$out/threads-1.log"
 "$bin" thread-dump --busy 2 --summary "$out/threads-2.txt" "${dump_args[@]}" | tee "$out/threads-2.log"
+# What a /debug/fgprof profile of 100 server-like threads costs.
+"$bin" wall-cost --summary "$out/wall.txt" "${wall_args[@]}" | tee "$out/wall.log"
 finished=$(date +%s)
 
 {
@@ -76,5 +79,5 @@ finished=$(date +%s)
     echo "Measured $(date -u +%Y-%m-%d) in $((finished - started)) s; logs in $out/."
     echo
     "$bin" report "$out/handler.txt" "$out/overhead.txt" "$out/gperftools.txt" "$out/heap.txt" \
-        "$out/heap-endpoint.txt" "$out/heap-tools.txt" "$out/threads-1.txt" "$out/threads-2.txt"
+        "$out/heap-endpoint.txt" "$out/heap-tools.txt" "$out/threads-1.txt" "$out/threads-2.txt" "$out/wall.txt"
 } | tee "$out/table.md"

@@ -72,7 +72,7 @@ enum WallCost {
         let d = Distribution(costs)
         printOut("wall-cost: fgprof adds \(format(d.median, 2)) % of one core (median; range \(format(d.min, 2)) … \(format(d.max, 2))); "
                  + "the unprofiled process uses \(format(Distribution(base).median, 2)) %")
-        summary.record("wall-cost-percent", costs)
+        summary.record("wall.cost", [d.median, d.min, d.max, Double(d.count)])
         stop.store(true, ordering: .relaxed)
         server.stop()
         summary.write()

@@ -40,7 +40,12 @@ static const cpprof_thread_info *find_in(int32_t tid, size_t count) {
 int cpprof_dump_cache_lookup(int32_t tid, int64_t cpu_ns, cpprof_thread_info *out) {
     const cpprof_thread_info *e = find_in(tid, entry_count);
     if (e == NULL) return CPPROF_CACHE_UNKNOWN;
-    if (cpu_ns < 0 || e->cpu_ns != cpu_ns) return CPPROF_CACHE_CHANGED;
+    if (cpu_ns < 0 || e->cpu_ns != cpu_ns) {
+        // Its name and state as last read, for callers that do not need them fresh.
+        memcpy(out->name, e->name, sizeof out->name);
+        out->state = e->state;
+        return CPPROF_CACHE_CHANGED;
+    }
     memcpy(out, e, sizeof *out);
     out->unchanged = 1;
     return CPPROF_CACHE_HIT;
@@ -65,6 +70,7 @@ void cpprof_dump_cache_store(const cpprof_thread_info *infos, size_t n, int whol
     } else {
         // Some threads only (a wall-clock tick): update those, keep the rest.
         size_t known = entry_count;
+        int appended = 0;
         for (size_t i = 0; i < n; i++) {
             if (infos[i].unchanged) continue;
             cpprof_thread_info *e = (cpprof_thread_info *)find_in(infos[i].tid, known);
@@ -73,8 +79,10 @@ void cpprof_dump_cache_store(const cpprof_thread_info *infos, size_t n, int whol
                 else e->cpu_ns = -1; // never matches again
             } else if (worth_keeping(&infos[i]) && entry_count < CACHE_MAX) {
                 memcpy(&entries[entry_count++], &infos[i], sizeof *entries);
+                appended = 1;
             }
         }
+        if (!appended) return; // still sorted: a tick of threads all seen before
     }
     qsort(entries, entry_count, sizeof *entries, by_tid);
 }

@@ -141,7 +141,8 @@ int cpprof_proc_signal_sets(int32_t tid, uint64_t *pending, uint64_t *blocked);
 // --- dump_cache.c: stacks of threads that have not run since the last dump ---
 enum { CPPROF_CACHE_UNKNOWN = 0, CPPROF_CACHE_CHANGED = 1, CPPROF_CACHE_HIT = 2 };
 // HIT: *out is the entry of `tid`, captured when its CPU time read `cpu_ns`
-// (so it has not run since); CHANGED: known tid, it ran; UNKNOWN: new tid.
+// (so it has not run since); CHANGED: known tid, it ran (out->name and
+// out->state are its last ones); UNKNOWN: new tid.
 int cpprof_dump_cache_lookup(int32_t tid, int64_t cpu_ns, struct cpprof_thread_info *out);
 // Records the threads of `infos` that have a stack. `whole_process`: every
 // live thread is in `infos` (the others are forgotten).

@@ -293,7 +293,7 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
 // Reads a blocked thread's stack without a signal (proc_capture.c) into its
 // slot, armed for this dump and claimed here (no signal was sent for it).
 // 0 if the thread is running, gone, or kept running while we read.
-static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen, int64_t *cpu_ns) {
+static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen) {
     uint64_t armed = pack_state(gen, PHASE_ARMED);
     if (!atomic_compare_exchange_strong(&s->state, &armed, pack_state(gen, PHASE_WRITING))) return 0;
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -311,7 +311,6 @@ static int capture_blocked(int task_dir, int32_t tid, dump_slot *s, uint64_t gen
         s->stack_len = len;
         s->handler_ns = 0;
         s->only_sp_pc = 1;
-        *cpu_ns = before;
         // Its awaiting callers, if it runs a task: read while it stays
         // blocked; a thread that ran meanwhile keeps its stack, not the chain.
         cpprof_async_capture_from_copy(s->copy, s->stack_addr, len, &s->async);
@@ -376,7 +375,9 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
         if (cached == CPPROF_CACHE_UNKNOWN) new_threads = 1;
         infos[i].tid = tids[i];
         infos[i].status = CPPROF_THREAD_TIMED_OUT;
-        cpprof_proc_read_stat(tids[i], &infos[i], ticks);
+        // A wall-clock tick keeps the name a thread had (one /proc read less
+        // per capture, the largest cost of a tick); a dump reads it afresh.
+        if (only == NULL || cached != CPPROF_CACHE_CHANGED) cpprof_proc_read_stat(tids[i], &infos[i], ticks);
         // The key of the cache: the CPU time before the capture.
         infos[i].cpu_ns = cpu;
         if (cpu < 0) infos[i].status = CPPROF_THREAD_EXITED;
@@ -418,8 +419,9 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
             continue;
         }
         // Blocked in the kernel: read, not interrupted.
-        if (task_dir >= 0 && cpprof_proc_available() &&
-            capture_blocked(task_dir, infos[i].tid, s, gen, &infos[i].cpu_ns)) {
+        // The cache key stays the CPU time read before the name and state: if
+        // the thread ran since (renamed itself, say), the next dump reads it afresh.
+        if (task_dir >= 0 && cpprof_proc_available() && capture_blocked(task_dir, infos[i].tid, s, gen)) {
             infos[i].status = CPPROF_THREAD_READ_BLOCKED;
             read_blocked++;
             continue;

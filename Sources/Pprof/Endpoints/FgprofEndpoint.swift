@@ -48,6 +48,8 @@ enum FoldedStacks {
                 // Innermost (inlined) frame first: root first here.
                 for frame in frames.reversed() { names.append(sanitized(frame.function)) }
             }
+            // A thread on a CPU whose stack could not be taken (see WallProfiler).
+            if names.isEmpty { names = ["[stack not captured]"] }
             let line = names.joined(separator: ";")
             totals[line, default: 0] += values[valueIndex]
         }

@@ -17,7 +17,7 @@ public struct PprofHandler: Sendable {
     public struct Request: Sendable {
         /// `GET`, `HEAD` or `POST` (`POST` only for `/debug/pprof/symbol`).
         public var method: String
-        /// The path, starting with `/debug/pprof`; not percent-encoded.
+        /// The path, starting with `/debug/pprof` (or `/debug/fgprof`); not percent-encoded.
         public var path: String
         /// The raw query string after `?`, without the `?`, still encoded.
         public var query: String
