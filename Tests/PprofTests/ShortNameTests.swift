@@ -53,6 +53,7 @@ struct ShortNameTests {
     func cNames() {
         #expect(ShortNameCache.shared.short("start_thread") == "start_thread")
         #expect(ShortNameCache.shared.short("[libc.so.6]") == "[libc.so.6]")
+        #expect(ShortNameCache.shared.short("pthread_cond_signal@@GLIBC_2.3.2") == "pthread_cond_signal")
         #expect(ShortNameCache.shared.short("_ZNSt6vectorIiSaIiEE9push_backERKi") == "std::vector::push_back()")
         #expect(ShortNameCache.shared.short("_ZN5swift12metadataimpl14ValueWitnessesINS0_9NativeBoxImLm8ELm8ELm8EEEE18initializeWithTakeEPNS_11OpaqueValueES6_PKNS_14TargetMetadataINS_9InProcessEEE")
                 == "swift::metadataimpl::ValueWitnesses::initializeWithTake()")

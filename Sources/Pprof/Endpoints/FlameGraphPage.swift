@@ -200,7 +200,7 @@ enum FlameGraphPage {
             $("auth").addEventListener("submit", ev => {
               ev.preventDefault(); token = $("token").value; sessionStorage.setItem("pprof-token", token); $("auth").hidden = true; load();
             });
-            addEventListener("resize", () => { if (root) draw(); });
+            addEventListener("resize", () => { if (root) { draw(); search(); } });
             const q = new URLSearchParams(location.search);
             if (q.get("seconds")) $("seconds").value = q.get("seconds");
             if (q.get("search")) $("search").value = q.get("search");

@@ -78,9 +78,16 @@ final class ShortNameCache: Sendable {
         }
     }
 
+    /// `pthread_cond_signal` of `pthread_cond_signal@@GLIBC_2.3.2`: .symtab
+    /// names of versioned C symbols carry their version.
+    static func unversioned(_ name: String) -> String {
+        guard !name.contains(" "), let at = name.firstIndex(of: "@"), at > name.startIndex else { return name }
+        return String(name[..<at])
+    }
+
     func short(_ full: String) -> String {
         if let known = table.withLock({ $0[full] }) { return known }
-        let name = CxxDemangle.demangled(full).map(ShortName.ofCxx) ?? ShortName.of(full)
+        let name = CxxDemangle.demangled(full).map(ShortName.ofCxx) ?? ShortName.of(Self.unversioned(full))
         table.withLock { table in
             if table.count >= Self.limit { table.removeAll() }
             table[full] = name
