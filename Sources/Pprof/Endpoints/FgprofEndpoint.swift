@@ -17,47 +17,17 @@ enum FgprofEndpoint {
         if seconds > settings.maxProfileSeconds {
             return .pprofError(400, "profile duration exceeds the server's maximum of \(settings.maxProfileSeconds) seconds")
         }
+        // Go's fgprof knows format=pprof (the default) and folded; json is the flame graph page's.
         let format = request.queryValue("format") ?? ""
-        guard format == "" || format == "pprof" || format == "folded" else {
-            return .pprofError(400, "unknown format \"\(format)\": use pprof or folded")
-        }
+        if format != "pprof", let refusal = ProfileTextFormats.invalidFormat(request) { return refusal }
         let (data, _) = WallProfiler.profile(seconds: seconds, isCancelled: isCancelled)
-        if format == "folded" {
-            return .text(FoldedStacks.render(data, valueIndex: 0, symbols: symbols))
+        if format != "pprof", let text = ProfileTextFormats.response(request, profile: data.builder(), symbols: symbols) {
+            return text
         }
         do {
             return .profile(filename: "fgprof", try data.builder().gzipped(symbols: symbols))
         } catch {
             return .pprofError(500, "failed to encode profile")
         }
-    }
-}
-
-/// Brendan Gregg's collapsed stacks: one `root;caller;...;leaf count` line per
-/// distinct stack, inlined functions expanded, as fgprof's `format=folded`
-/// writes them. Samples that differ only in labels are merged.
-enum FoldedStacks {
-    static func render(_ data: ProfileData, valueIndex: Int, symbols: some SymbolSource) -> String {
-        let resolved = symbols.frames(at: Array(Set(data.samples.keys.flatMap(\.addresses))))
-        var totals: [String: Int64] = [:]
-        for (key, values) in data.samples where valueIndex < values.count {
-            var names: [String] = []
-            for address in key.addresses.reversed() {
-                let frames = resolved[address] ?? []
-                if frames.isEmpty { names.append("0x" + String(address, radix: 16)); continue }
-                // Innermost (inlined) frame first: root first here.
-                for frame in frames.reversed() { names.append(sanitized(frame.function)) }
-            }
-            // A thread on a CPU whose stack could not be taken (see WallProfiler).
-            if names.isEmpty { names = ["[stack not captured]"] }
-            let line = names.joined(separator: ";")
-            totals[line, default: 0] += values[valueIndex]
-        }
-        return totals.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)\n" }.joined()
-    }
-
-    /// `;` separates frames and the last space the count: neither may appear in a name.
-    private static func sanitized(_ name: String) -> String {
-        String(name.map { $0 == ";" ? ":" : ($0 == "\n" ? " " : $0) })
     }
 }

@@ -24,6 +24,7 @@ enum FlameGraphPage {
         Source(label: "heap (in use)", path: "heap"),
         Source(label: "allocations", path: "allocs"),
         Source(label: "goroutine (threads)", path: "goroutine"),
+        Source(label: "wall clock (fgprof)", path: "../fgprof"),
     ]
 
     static func response(sources: [Source] = defaultSources) -> HTTPResponse {
@@ -94,8 +95,9 @@ enum FlameGraphPage {
             async function load() {
               const path = $("profile").value;
               let url = path + "?format=json";
-              if (path === "profile") url += "&seconds=" + encodeURIComponent($("seconds").value || "10");
-              say("Loading " + path + (path === "profile" ? " for " + $("seconds").value + " s" : "") + "…");
+              const timed = path === "profile" || path === "../fgprof";
+              if (timed) url += "&seconds=" + encodeURIComponent($("seconds").value || "10");
+              say("Loading " + path + (timed ? " for " + $("seconds").value + " s" : "") + "…");
               let r;
               try { r = await fetch(url, {headers: token ? {Authorization: "Bearer " + token} : {}, cache: "no-store"}); }
               catch (e) { say("Request failed: " + e); return; }
@@ -196,7 +198,7 @@ enum FlameGraphPage {
             $("flame").addEventListener("mouseleave", () => { $("tip").style.display = "none"; });
             $("load").addEventListener("click", load);
             $("search").addEventListener("input", search);
-            $("profile").addEventListener("change", () => { $("secondsBox").hidden = $("profile").value !== "profile"; });
+            $("profile").addEventListener("change", () => { $("secondsBox").hidden = !["profile", "../fgprof"].includes($("profile").value); });
             $("auth").addEventListener("submit", ev => {
               ev.preventDefault(); token = $("token").value; sessionStorage.setItem("pprof-token", token); $("auth").hidden = true; load();
             });
@@ -204,7 +206,7 @@ enum FlameGraphPage {
             const q = new URLSearchParams(location.search);
             if (q.get("seconds")) $("seconds").value = q.get("seconds");
             if (q.get("search")) $("search").value = q.get("search");
-            if (q.get("profile")) { $("profile").value = q.get("profile"); $("secondsBox").hidden = $("profile").value !== "profile"; load(); }
+            if (q.get("profile")) { $("profile").value = q.get("profile"); $("secondsBox").hidden = !["profile", "../fgprof"].includes($("profile").value); load(); }
             </script></body></html>
             """#
     }
