@@ -2,11 +2,12 @@
 # First scrape against warm ones, and the profiler's memory, on the demo
 # (Docs/Benchmarks.md, "First scrape and memory"):
 #   ./Scripts/first-scrape.sh [DEMO_BINARY] [RUNS] [WAIT_SECONDS] [LOAD_THREADS]
-# Per run and per mode (symbol preload on, PPROF_SYMBOL_PRELOAD=0), alternating
+# Per run and per mode (PPROF_SYMBOL_PRELOAD=1, and the default: on first use), alternating
 # the order: starts the demo on free ports, waits WAIT_SECONDS, then times the
 # first /goroutine?debug=2, 5 more, the first /profile?seconds=1 and 3 more;
 # reads the demo's RSS before the first request and after one scrape of
-# every endpoint, and the heap profile's profiler_memory_bytes comment.
+# every endpoint, and the heap profile's profiler_memory_bytes comment; and
+# whether the read-ahead thread was still running at the first request.
 # Prints one line per run and mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR
 
 one_run() { # mode: preload|lazy
     local mode=$1 env=()
-    [ "$mode" = lazy ] && env=(PPROF_SYMBOL_PRELOAD=0)
+    [ "$mode" = preload ] && env=(PPROF_SYMBOL_PRELOAD=1)
     local pport hport
     pport=$(free_port); hport=$(free_port)
     env "${env[@]}" "$demo" --pprof-address "127.0.0.1:$pport" --http-address "127.0.0.1:$hport" \
@@ -33,6 +34,8 @@ one_run() { # mode: preload|lazy
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$hport/" 2>/dev/null && break; sleep 0.1; done
     sleep "$wait_seconds"
     local rss0; rss0=$(rss_kib $pid)
+    # 1 if the read-ahead thread is still at work when the first request comes.
+    local preloading; preloading=$(cat /proc/$pid/task/*/comm 2>/dev/null | grep -c '^pprof-preload$' || true)
     local g_first; g_first=$(ms "$base/goroutine?debug=2")
     local g_warm=""; for _ in 1 2 3 4 5; do g_warm+=" $(ms "$base/goroutine?debug=2")"; done
     local p_first; p_first=$(ms "$base/profile?seconds=1")
@@ -45,7 +48,7 @@ one_run() { # mode: preload|lazy
     kill $pid; wait $pid 2>/dev/null || true
     echo "$mode goroutine_first_ms=$g_first goroutine_warm_median_ms=$(echo $g_warm | median)" \
          "profile1s_first_ms=$p_first profile1s_warm_median_ms=$(echo $p_warm | median)" \
-         "rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own"
+         "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own"
 }
 
 for i in $(seq "$runs"); do

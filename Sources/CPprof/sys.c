@@ -1,7 +1,6 @@
 // Small wrappers of system calls and macros Swift cannot use directly.
 #include "include/cpprof_sys.h"
 #include <pthread.h>
-#include <sched.h>
 #include <sys/resource.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -17,9 +16,10 @@ void cpprof_set_thread_name(const char *name) {
 }
 
 int cpprof_lower_thread_priority(void) {
-    // Linux applies both to the calling thread only (0 / its tid), never to
-    // the process. SCHED_IDLE: runs only when a core would idle otherwise.
-    struct sched_param param = {0};
-    if (sched_setscheduler(0, SCHED_IDLE, &param) == 0) return 0;
+    // Nice 19 for the calling thread only (Linux: PRIO_PROCESS with a tid).
+    // Not SCHED_IDLE: on a saturated machine such a thread can wait seconds
+    // for a core, and while it holds a lock the threads waiting for that
+    // lock wait with it (on the loaded demo, warm /goroutine?debug=2 took
+    // 159-216 ms beside a SCHED_IDLE read-ahead, 20-102 ms without one).
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 }

@@ -67,7 +67,7 @@ struct HeapOwnAllocationsTests {
         }
         let onItsThread = await handler.respond(to: .init(method: "GET", path: "/debug/pprof/goroutine", query: "debug=2"))
         #expect(onItsThread.status == 200)
-        heapEndpointChurn(rounds: 32 * 1024, size: 256) // 8 MiB allocated and freed
+        heapEndpointChurn(rounds: 128 * 1024, size: 256) // 32 MiB allocated and freed
 
         for name in ["heap", "allocs"] {
             let response = try RawHTTPClient.request(port: port, target: "/debug/pprof/\(name)")
@@ -108,7 +108,7 @@ struct HeapOwnAllocationsTests {
         #expect(abs(inuse["heapEndpointSiteSmall"]! / Double(4 << 20) - 1) < 0.10, "\(inuse)")
         let (allocs, _) = try sites.perSite("\(server.baseURL!)/debug/pprof/allocs", sampleIndex: "alloc_space",
                                             sites: ["heapEndpointChurn"])
-        #expect(abs(allocs["heapEndpointChurn"]! / Double(8 << 20) - 1) < 0.10, "\(allocs)")
+        #expect(abs(allocs["heapEndpointChurn"]! / Double(32 << 20) - 1) < 0.10, "\(allocs)")
         print("ownAllocationsScenario: done")
     }
 }

@@ -9,8 +9,7 @@ int32_t cpprof_gettid(void);
 /// Sets the calling thread's name (15 bytes at most are kept).
 void cpprof_set_thread_name(const char *name);
 
-/// Gives the calling thread the lowest CPU priority (SCHED_IDLE, else nice
-/// 19); 0 on success.
+/// Gives the calling thread the lowest nice value (19); 0 on success.
 int cpprof_lower_thread_priority(void);
 
 #endif

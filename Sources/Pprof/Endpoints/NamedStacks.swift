@@ -43,11 +43,11 @@ struct NamedStacks {
             for address in sample.addresses.reversed() {
                 var named = symbols.frames(at: address).reversed().map { Frame(name: $0.function, file: $0.file, line: $0.line) }
                 if named.isEmpty { named = [Frame(name: "0x" + String(address, radix: 16), file: "", line: 0)] }
-                for frame in named { stack.append(index(of: frame, in: &frameIndex)) }
+                for frame in named { stack.append(position(of: frame, in: &frameIndex)) }
             }
             // A sample without a stack (a wall-clock sample of a thread whose
             // stack could not be taken) still needs a frame to be drawn.
-            if stack.isEmpty { stack = [index(of: Frame(name: "[stack not captured]", file: "", line: 0), in: &frameIndex)] }
+            if stack.isEmpty { stack = [position(of: Frame(name: "[stack not captured]", file: "", line: 0), in: &frameIndex)] }
             if let known = stackIndex[stack] {
                 stacks[known].value &+= value
             } else {
@@ -58,7 +58,7 @@ struct NamedStacks {
     }
 
     /// The frame's position in `frames`, added if new.
-    private mutating func index(of frame: Frame, in known: inout [Frame: Int]) -> Int {
+    private mutating func position(of frame: Frame, in known: inout [Frame: Int]) -> Int {
         if let i = known[frame] { return i }
         known[frame] = frames.count
         frames.append(frame)

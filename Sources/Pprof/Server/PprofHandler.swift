@@ -62,7 +62,8 @@ public struct PprofHandler: Sendable {
     /// - Parameter configuration: the sampling settings and bearer token are
     ///   used; the listen address is ignored here.
     public init(configuration: PprofServer.Configuration = .init()) {
-        self.endpoints = PprofEndpoints(settings: EndpointSettings(configuration))
+        // The endpoints' tables are the profiler's memory, not the caller's.
+        self.endpoints = HeapSampler.ownWork { PprofEndpoints(settings: EndpointSettings(configuration)) }
         self.bearerToken = configuration.bearerToken
         SymbolPreload.startOnce()
     }
