@@ -103,7 +103,7 @@ func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async t
     }
 }
 
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Async call stacks", .serialized)
     struct AsyncStackTests {
         @Test("a CPU profile shows the async leaf under every awaiting caller, in order, at the await's line")

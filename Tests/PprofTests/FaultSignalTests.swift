@@ -211,7 +211,7 @@ extension ProcessWideStateTests {
                     sigaddset(&set, SIGPROF)
                     pthread_sigmask(SIG_BLOCK, &set, nil)
                     blockedReady.add()
-                    if i < 2 { _ = faultBurn(until: stop) } else { while !stop.isSet { usleep(5000) } }
+                    if i < 2 { _ = faultBurn(until: stop) } else { while !stop.isSet { usleep(100_000) } }
                     // Unblocked with signals still pending: our timer's and the
                     // dump's, from sessions long over. Must be harmless.
                     pthread_sigmask(SIG_UNBLOCK, &set, nil)

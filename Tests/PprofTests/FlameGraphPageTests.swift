@@ -8,7 +8,7 @@ private let chromiumPath: String? = ["/usr/bin/chromium", "/usr/bin/chromium-bro
 }
 
 /// `/debug/pprof/ui`: the page itself over HTTP, and rendered in a real browser.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     @Suite("Flame graph page", .serialized)
     struct FlameGraphPageTests {
         @Test("one self-contained page: strict CSP with a fresh nonce, no other host, listed on the index")

@@ -33,7 +33,7 @@ func parseFolded(_ text: String) throws -> [(frames: [String], value: Int64)] {
 }
 
 /// Thread dumps signal every thread: in the process-wide serialized suite.
-extension CPUSamplingTests {
+extension ProcessWideStateTests {
     /// `?format=folded` and `?format=json`, and the names every format shows.
     @Suite("Folded and JSON profiles, short names", .serialized)
     struct ProfileTextFormatTests {
@@ -143,7 +143,7 @@ extension CPUSamplingTests {
         func sameNamesEverywhere() throws {
             defer { server.stop() }
             let text = try get("/debug/pprof/goroutine?debug=1").text
-            #expect(text.contains("CPUSamplingTests.ProfileTextFormatTests.sameNamesEverywhere()+0x"), "\(text.prefix(3000))")
+            #expect(text.contains("ProcessWideStateTests.ProfileTextFormatTests.sameNamesEverywhere()+0x"), "\(text.prefix(3000))")
             #expect(!text.contains("sameNamesEverywhere() throws -> ()"))
             let fullText = try get("/debug/pprof/goroutine?debug=1&names=full").text
             #expect(fullText.contains("sameNamesEverywhere() throws -> ()"))

@@ -24,9 +24,9 @@ struct HeapProfile: NamedProfile {
             period: Int64(rate))
         data.defaultSampleType = defaultSampleType
         data.timeNanos = Clock.wallNanoseconds()
-        let records = HeapSampler.snapshot()
-        // The leaf ends, where allocator frames are trimmed from, in one lookup.
-        let symbols = PrefetchedSymbols(Symbolizer.shared, addresses: records.flatMap { $0.stack.prefix(8).map { $0 &- 1 } })
+        let all = HeapSampler.snapshot()
+        let symbols = PrefetchedSymbols(Symbolizer.shared, addresses: all.flatMap { $0.stack.map { $0 &- 1 } })
+        let records = Self.appRecords(all, symbols: symbols)
         for record in records {
             let alloc = scaleHeapSample(count: record.allocObjects, size: record.allocBytes, rate: rate)
             let inuse = scaleHeapSample(count: record.inuseObjects, size: record.inuseBytes, rate: rate)
@@ -38,16 +38,17 @@ struct HeapProfile: NamedProfile {
                                       labels: labels)
             data.add(key, [alloc.count, alloc.size, inuse.count, inuse.size])
         }
-        data.comments = Self.comments()
+        data.comments = Self.comments(ownSamples: all.count - records.count)
         return data
     }
 
     func text(debug: Int, symbols: some SymbolSource) -> String {
         let rate = HeapSampler.rate
-        let records = HeapSampler.snapshot().sorted { a, b in
+        let all = HeapSampler.snapshot()
+        let symbols = PrefetchedSymbols(symbols, addresses: all.flatMap { $0.stack.map { $0 &- 1 } })
+        let records = Self.appRecords(all, symbols: symbols).sorted { a, b in
             a.inuseBytes != b.inuseBytes ? a.inuseBytes > b.inuseBytes : a.stack.lexicographicallyPrecedes(b.stack)
         }
-        let symbols = PrefetchedSymbols(symbols, addresses: records.flatMap { $0.stack.map { $0 &- 1 } })
         let inuseObjects = records.reduce(0) { $0 + $1.inuseObjects }
         let inuseBytes = records.reduce(0) { $0 + $1.inuseBytes }
         let allocObjects = records.reduce(0) { $0 + $1.allocObjects }
@@ -62,7 +63,7 @@ struct HeapProfile: NamedProfile {
             out += "\n"
         }
         out += "\n# swift-pprof heap sampler\n"
-        for line in Self.comments() { out += "# \(line)\n" }
+        for line in Self.comments(ownSamples: all.count - records.count) { out += "# \(line)\n" }
         return out
     }
 
@@ -83,7 +84,27 @@ struct HeapProfile: NamedProfile {
         return Array(stack[start...])
     }
 
-    private static func comments() -> [String] {
+    /// The records of the app's own allocations. The profiler keeps its own
+    /// out where it can tell when allocating (`HeapSampler.ownWork`), but
+    /// not in async code, which may hop threads between the calls: there
+    /// the runtime allocates for `PprofHandler.respond(to:)` (continuations,
+    /// cancellation records, task-allocator slabs), and with async stacks
+    /// that is seen. A stack with a frame of this library (its Swift module
+    /// or its C target) is the library's allocation, and is left out.
+    static func appRecords(_ records: [HeapRecord], symbols: some SymbolSource) -> [HeapRecord] {
+        records.filter { record in
+            !record.stack.contains { address in
+                symbols.frames(at: address &- 1).contains { isProfilerFunction($0.systemName) }
+            }
+        }
+    }
+
+    /// Whether a mangled symbol is one of this library's functions.
+    static func isProfilerFunction(_ systemName: String) -> Bool {
+        systemName.hasPrefix("$s5Pprof") || systemName.hasPrefix("cpprof_")
+    }
+
+    private static func comments(ownSamples: Int) -> [String] {
         let s = HeapSampler.stats()
         // Samples taken from now on see async callers (if not already so).
         AsyncStacks.prepare()
@@ -93,6 +114,7 @@ struct HeapProfile: NamedProfile {
         }
         var lines = ["swift-pprof: rate=\(s.rate) sampled_allocs=\(s.sampledAllocs) sampled_frees=\(s.sampledFrees) live_samples=\(s.liveSamples) stacks=\(s.stacks) profiler_memory_bytes=\(s.memoryBytes)",
                      "swift-pprof: dropped_live_table_full=\(s.droppedLiveTableFull) dropped_stack_table_full=\(s.droppedStackTableFull) dropped_no_memory=\(s.droppedNoMemory) leaf_only=\(s.stackUnbounded)"]
+        lines.append("swift-pprof: profiler_own_samples_left_out=\(ownSamples)")
         lines.append(AsyncStacks.lifetimeComment())
         if !s.isInterposed {
             lines.append("swift-pprof: malloc is not interposed in this process (another allocator wins); no allocations are sampled")

@@ -110,4 +110,3 @@ final class ThreadBody: Sendable {
 @Suite("Process-wide profiler state (serialized)", .serialized) enum ProcessWideStateTests {}
 
 /// The suite's former name, so that tests written against it still compile.
-typealias CPUSamplingTests = ProcessWideStateTests
