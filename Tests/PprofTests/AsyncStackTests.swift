@@ -146,6 +146,36 @@ extension ProcessWideStateTests {
                     "asyncMiddleLayer frames: \(Set(middle.map { $0.trimmingCharacters(in: .whitespaces) }))")
         }
 
+        @Test("synchronous code keeps exactly its own stack: nothing is spliced into it")
+        func syncStacksUnchanged() async throws {
+            let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
+            defer { server.stop() }
+            let stop = FaultFlag()
+            let thread = try #require(faultSpawn { syncOnlyOuter(stop) })
+            let port = server.port!
+            let response = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=2") }
+            stop.set()
+            pthread_join(thread, nil)
+            #expect(response.status == 200)
+            let file = try GoPprof.temporaryFile(response.body, name: "sync-cpu")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let output = try GoPprof.run(["-traces", file])
+            var leafSamples = 0, exact = 0
+            for trace in GoPprof.parseTraces(output) where trace.functions.first?.contains("syncOnlyLeaf") == true {
+                let n = Int(nanosecondsOf(trace.value) / 10_000_000)
+                leafSamples += n
+                let f = trace.functions
+                // Leaf, its two callers, then the thread's entry: no frame in between,
+                // and nothing of the async machinery anywhere.
+                if f.count > 3, f[1].contains("syncOnlyMiddle"), f[2].contains("syncOnlyOuter"),
+                   !f.contains(where: { $0.contains("runJobInEstablishedExecutorContext") || $0.contains("resume partial") }) {
+                    exact += n
+                }
+            }
+            #expect(leafSamples >= 20, "too few leaf samples (\(leafSamples)):\n\(output.prefix(3000))")
+            #expect(Double(exact) >= 0.95 * Double(leafSamples), "\(exact) of \(leafSamples) exact:\n\(output.prefix(4000))")
+        }
+
         @Test("a thread dump of a pool thread running the task shows the chain")
         func threadDumpShowsChain() async throws {
             let workload = AsyncWorkload()
@@ -239,6 +269,23 @@ extension ProcessWideStateTests {
         }
     }
 }
+
+/// A synchronous thread: outer → middle → leaf, spinning until stopped.
+@inline(never) func syncOnlyLeaf(_ seed: UInt64) -> UInt64 {
+    var x = seed | 1
+    for i in 0..<2_000_000 { x = x &* 6364136223846793005 &+ UInt64(i) }
+    return x
+}
+
+@inline(never) func syncOnlyMiddle(_ seed: UInt64) -> UInt64 { syncOnlyLeaf(seed) &+ 1 }
+
+@inline(never) func syncOnlyOuter(_ stop: FaultFlag) {
+    var x: UInt64 = workloadSeed
+    while !stop.isSet { x = syncOnlyMiddle(x) }
+    syncOnlySink.store(x, ordering: .relaxed)
+}
+
+let syncOnlySink = Atomic<UInt64>(0)
 
 /// A task whose innermost function blocks a pool thread in `read` until a
 /// byte arrives (the "blocking call in async code" a wall profile must find).
