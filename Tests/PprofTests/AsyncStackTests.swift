@@ -96,6 +96,12 @@ func asyncChainKind(_ functions: [String]) -> String? {
     return nil
 }
 
+/// A dumped stack's function names, leaf first (return addresses looked up
+/// minus one, as pprof does).
+func dumpedFunctions(_ stack: [UInt64]) -> [String] {
+    stack.enumerated().map { i, pc in Symbolizer.shared.frames(at: i == 0 ? pc : pc &- 1).last?.function ?? "" }
+}
+
 /// Runs blocking work off the cooperative pool, whose threads the workload needs.
 func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
@@ -185,9 +191,7 @@ extension ProcessWideStateTests {
             for _ in 0..<20 where found.isEmpty {
                 let threads = try await offThePool { ThreadDumper.dump() }
                 for thread in threads where found.isEmpty {
-                    let names = thread.stack.enumerated().map { i, pc in
-                        Symbolizer.shared.frames(at: i == 0 ? pc : pc &- 1).last?.function ?? ""
-                    }
+                    let names = dumpedFunctions(thread.stack)
                     if names.first?.contains("asyncSpin") == true || names.prefix(3).contains(where: { $0.contains("asyncSpin") }) {
                         found = names
                     }
@@ -232,9 +236,7 @@ extension ProcessWideStateTests {
             for _ in 0..<40 where found.isEmpty {
                 let threads = try await offThePool { ThreadDumper.dump() }
                 for thread in threads where found.isEmpty {
-                    let names = thread.stack.enumerated().map { i, pc in
-                        Symbolizer.shared.frames(at: i == 0 ? pc : pc &- 1).last?.function ?? ""
-                    }
+                    let names = dumpedFunctions(thread.stack)
                     if names.contains(where: { $0.contains("asyncBlockingRead") }) { found = names }
                 }
                 if found.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
