@@ -31,7 +31,7 @@ sanitizers=("$@")
 #    profile, encoding included; instrumented, and waiting for the
 #    symbolizer while other tests load DWARF in it, the encoding alone can
 #    take longer (the cancellation itself is prompt).
-#  - FaultDescriptorTests emfileSymbols: its probe takes its own address
+#  - FaultDescriptorTests symbolsAreRetriedAfterEMFILE: its probe takes its own address
 #    from backtrace(), which the sanitizers intercept, so the address named
 #    is the interceptor's; the EMFILE retry itself is the same code either way.
 #  - FaultHTTPTests pipelinedFlood: 1000 pipelined requests on one connection
@@ -42,7 +42,7 @@ sanitizers=("$@")
 #    it goes through is covered by the other page and format tests, and the
 #    browser adds half a minute to an instrumented run.
 common_skips=(
-    'FaultDescriptorTests/emfileSymbols'
+    'FaultDescriptorTests/symbolsAreRetriedAfterEMFILE'
     'FaultHTTPTests/pipelinedFlood'
     'FlameGraphPageTests/inBrowser'
     'SymbolizerTests/namesAnInternalSwiftFunction'
