@@ -78,6 +78,14 @@ common_skips=(
 #    samples of the async leaf in 5 s; instrumented, the leaf loop ran too
 #    slowly on 2 busy cores (12 samples). The chain itself is still walked
 #    under TSan by the async churn, dump and goroutine tests.
+#  - AsyncStackTests threadDumpShowsChain: the dump must catch a pool thread
+#    inside a tight arithmetic loop; TSan defers the signal until the thread
+#    enters its runtime, which that loop never does, so the thread does not
+#    answer in time (as for libraryUnloadedBetweenCaptureAndUnwind). The
+#    chain in dumps is still read under TSan by the churn and goroutine tests.
+#  - FaultLoadTests hammerEveryEndpoint: it wants 32 requests from 16
+#    clients in 5 s; instrumented by TSan on 2 cores the server answered 25.
+#    Uninstrumented and under ASan it is checked as written.
 #  - AsyncStackTests syncStacksUnchanged: it checks exact frame-pointer
 #    stacks through a busy loop, which TSan's runtime calls (no frame
 #    pointers) may cut, as for cpuSplitMatchesGroundTruth below.
@@ -85,6 +93,8 @@ common_skips=(
 #    and delivers signals itself, so "another handler took SIGPROF" is not
 #    what the process sees under it; checked uninstrumented and under ASan.
 thread_skips=(
+    'AsyncStackTests/threadDumpShowsChain'
+    'FaultLoadTests/hammerEveryEndpoint'
     'AsyncStackTests/syncStacksUnchanged'
     'FaultSignalChainTests/appHandlerIsChained'
     'SignalSafetyTests/cpuRefusesForeignHandler'
