@@ -219,18 +219,23 @@ extension ProcessWideStateTests {
             try #require(threads.count == 1000, "could create only \(threads.count) threads")
             #expect(waitUntil { parked.count == 1000 })
 
+            // No timing is asserted: the requests' timeouts are the hang
+            // detectors. Uninstrumented the three take about 0.5 s, 0.3 s and
+            // 2.1 s; under ThreadSanitizer on 2 cores 16 s, 14 s and 31 s (the
+            // CPU profile's answer waits for both dumps), hence the wide bound.
+            let hangBound = runningUnderThreadSanitizer ? 300.0 : 60.0
             let t0 = monotonicSeconds()
             let cpu = Mutex<Result<StrictResponse, any Error>?>(nil)
             let cpuThread = try #require(faultSpawn {
-                let r = Result { try FaultHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: 60) }
+                let r = Result { try FaultHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: hangBound) }
                 cpu.withLock { $0 = r }
             })
             usleep(500_000)
             let d0 = monotonicSeconds()
-            let proto = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine", timeoutSeconds: 60)
+            let proto = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine", timeoutSeconds: hangBound)
             let protoSeconds = monotonicSeconds() - d0
             let d1 = monotonicSeconds()
-            let full = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2", timeoutSeconds: 60)
+            let full = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2", timeoutSeconds: hangBound)
             let fullSeconds = monotonicSeconds() - d1
             pthread_join(cpuThread, nil)
             let cpuResponse = try #require(try cpu.withLock { $0 }?.get())
@@ -249,9 +254,6 @@ extension ProcessWideStateTests {
             #expect(cpuResponse.status == 200)
             let cpuProfile = try DecodedProfile(gzipped: cpuResponse.body)
             #expect(cpuProfile.samples.contains { cpuProfile.functionNames($0).contains { $0.contains("faultBurn") } })
-            // Hang detectors (typically 0.5 s, 0.3 s and 2.1 s; under ThreadSanitizer up to ~15 s).
-            #expect(protoSeconds < 30 && fullSeconds < 30 && cpuSeconds < 30,
-                    "goroutine \(protoSeconds) s, debug=2 \(fullSeconds) s, CPU profile \(cpuSeconds) s")
             stop.set()
             threads.forEach { pthread_join($0, nil) }
             threads = []
