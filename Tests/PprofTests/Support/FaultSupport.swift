@@ -203,8 +203,13 @@ enum FaultHTTP {
     }
 
     /// One request with `Connection: close`; the response read strictly.
+    /// How long a request may take before the test calls it hung: 30 s, and
+    /// 120 s under ThreadSanitizer, where a 1000-thread dump on a loaded
+    /// 2-core machine took over 30 s (not a hang: it finishes).
+    static let hangDetectorSeconds: Double = runningUnderThreadSanitizer ? 120 : 30
+
     static func request(port: Int, method: String = "GET", target: String, body: [UInt8] = [],
-                        headers: [String] = [], timeoutSeconds: Double = 30) throws -> StrictResponse {
+                        headers: [String] = [], timeoutSeconds: Double = hangDetectorSeconds) throws -> StrictResponse {
         var head = "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         for h in headers { head += h + "\r\n" }
         if !body.isEmpty || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
