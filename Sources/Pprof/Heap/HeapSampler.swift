@@ -1,4 +1,4 @@
-import CPprof
+internal import CPprof
 
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,4 @@
-import CPprof
+internal import CPprof
 import Glibc
 
 /// Starts raw pthreads. The profiler's threads (HTTP server, CPU collector,

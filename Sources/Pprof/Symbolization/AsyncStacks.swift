@@ -1,4 +1,4 @@
-import CPprof
+internal import CPprof
 import Synchronization
 
 /// Makes stack walks see the awaiting callers of Swift async code.

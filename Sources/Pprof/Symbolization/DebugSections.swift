@@ -1,4 +1,4 @@
-import CPprof
+internal import CPprof
 import Glibc
 
 /// The bytes of one debug section: borrowed from the image, or for a

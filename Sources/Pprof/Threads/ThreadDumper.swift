@@ -1,4 +1,4 @@
-import CPprof
+internal import CPprof
 
 /// One thread of the process as a thread dump saw it.
 struct ThreadSnapshot: Sendable {

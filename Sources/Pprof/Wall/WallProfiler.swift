@@ -1,4 +1,4 @@
-import CPprof
+internal import CPprof
 
 /// Wall-clock sampling for `/debug/fgprof`: every thread's stack, on-CPU and
 /// off-CPU alike, about 99 times a second.
