@@ -70,8 +70,13 @@ static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_
 // Published keys per live-table bucket; NULL until the tables exist.
 extern _Atomic(_Atomic uint8_t *) cpprof_heap_live_occupancy;
 
+static inline uint64_t cpprof_heap_addr_hash(uintptr_t addr) {
+    return (uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull;
+}
+
+// The occupancy byte of `addr`: its bucket in the largest live level.
 static inline uint32_t cpprof_heap_bucket_of(uintptr_t addr) {
-    return (uint32_t)(((uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - CPPROF_HEAP_LIVE_BUCKET_BITS));
+    return (uint32_t)(cpprof_heap_addr_hash(addr) >> (64 - CPPROF_HEAP_LIVE_BUCKET_BITS));
 }
 
 // Inline filter for free(): 0 means `ptr` is certainly not a live sample.
@@ -81,7 +86,7 @@ static inline __attribute__((always_inline)) int cpprof_heap_maybe_live(const vo
            atomic_load_explicit(&occupancy[cpprof_heap_bucket_of((uintptr_t)ptr)], memory_order_relaxed) != 0;
 }
 
-// Maps the tables once; 0 on success. Never allocates with malloc.
+// Reserves the tables once; 0 on success. Never allocates with malloc.
 int cpprof_heap_tables_init(void);
 // Finds or adds the stack; CPPROF_HEAP_NO_STACK when the table is full.
 uint32_t cpprof_heap_stack_intern(const uint64_t *pcs, uint32_t depth);

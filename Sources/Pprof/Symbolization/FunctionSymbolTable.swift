@@ -76,6 +76,12 @@ struct FunctionSymbolTable {
         stubSections = stubs
     }
 
+    /// Bytes held by the table itself (the symbol names stay in the mapped file).
+    var memoryBytes: Int {
+        entries.capacity * MemoryLayout<Entry>.stride
+            + stubSections.capacity * MemoryLayout<(start: UInt64, end: UInt64, name: String)>.stride
+    }
+
     /// The function containing the ELF virtual address `address`.
     func lookup(_ address: UInt64) -> (name: String, address: UInt64)? {
         var low = 0, high = entries.count

@@ -117,6 +117,19 @@ final class Symbolizer: Sendable {
         }
     }
 
+    /// What the loaded tables and the cache hold now, in bytes.
+    var memoryUsage: SymbolizerMemory {
+        state.withLock { state in
+            var usage = SymbolizerMemory(cache: state.frameCacheBytes)
+            for case let table? in state.symbolTables.values { usage.symbols += table.memoryBytes }
+            for info in state.debugInfo.values {
+                usage.lines += info.lines.memoryBytes
+                usage.inlines += info.inlines.memoryBytes
+            }
+            return usage
+        }
+    }
+
     /// How often the loaded objects were listed (for tests of the rate limit).
     var scanCount: Int { state.withLock { $0.scanCount } }
 
