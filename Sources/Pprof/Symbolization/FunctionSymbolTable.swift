@@ -6,11 +6,31 @@ import Glibc
 /// .symtab matters: internal Swift functions are local symbols that dladdr,
 /// which only sees .dynsym, cannot name.
 struct FunctionSymbolTable {
+    /// 16 bytes per function: a library like libswiftCore has tens of
+    /// thousands, and every loaded object's table is kept.
     struct Entry {
-        var address: UInt64     // st_value: an ELF virtual address
-        var end: UInt64         // address + size; for size-0 symbols the end of their section
-        var sized: Bool
-        var nameOffset: UInt64  // where the NUL-terminated name starts in the image
+        /// st_value: an ELF virtual address.
+        let address: UInt64
+        /// end - address (at most 2^31 - 1), and in the top bit whether the symbol had a size.
+        private let lengthAndSized: UInt32
+        /// Where the NUL-terminated name starts in the image.
+        private let name: UInt32
+
+        /// nil if the name lies past 4 GiB into the file (not representable).
+        init?(address: UInt64, end: UInt64, sized: Bool, nameOffset: UInt64) {
+            guard let name = UInt32(exactly: nameOffset) else { return nil }
+            self.address = address
+            // A size-0 symbol runs to the end of its section, which may be far:
+            // cut at 2 GiB, more than any function.
+            let length = UInt32(min(end &- address, UInt64(Int32.max)))
+            lengthAndSized = length | (sized ? 1 << 31 : 0)
+            self.name = name
+        }
+
+        /// address + size; for size-0 symbols the end of their section.
+        var end: UInt64 { address &+ UInt64(lengthAndSized & ~(1 << 31)) }
+        var sized: Bool { lengthAndSized >> 31 != 0 }
+        var nameOffset: UInt64 { UInt64(name) }
     }
 
     let image: ELFImage
@@ -49,8 +69,9 @@ struct FunctionSymbolTable {
                 let rank = (symbol.st_size > 0 ? 1 : 0,
                             -image.leadingUnderscores(at: nameOffset),
                             binding == STB_GLOBAL ? 2 : binding == STB_WEAK ? 1 : 0)
-                candidates.append((Entry(address: symbol.st_value, end: end, sized: symbol.st_size > 0,
-                                         nameOffset: nameOffset), rank))
+                guard let entry = Entry(address: symbol.st_value, end: end, sized: symbol.st_size > 0,
+                                        nameOffset: nameOffset) else { continue }
+                candidates.append((entry, rank))
             }
         }
         // Aliases share an address: keep the most telling name: sized, with
@@ -62,7 +83,8 @@ struct FunctionSymbolTable {
         for candidate in candidates where unique.last?.address != candidate.entry.address {
             unique.append(candidate.entry)
         }
-        entries = unique
+        // Aliases left spare capacity: keep an exact copy.
+        entries = unique.count < unique.capacity ? Array(unique[...]) : unique
         var stubs: [(start: UInt64, end: UInt64, name: String)] = []
         let namesIndex = Int(image.header.e_shstrndx)
         if namesIndex > 0, namesIndex < sections.count {
