@@ -67,8 +67,13 @@ static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_
 #define CPPROF_HEAP_NO_STACK UINT32_MAX
 #define CPPROF_HEAP_LIVE_BUCKET_BITS 14
 
-// Published keys per live-table bucket; NULL until the tables exist.
-extern _Atomic(_Atomic uint8_t *) cpprof_heap_live_occupancy;
+// Published keys per bucket of the largest live level (at most 24: 8 per
+// level), plus the pin bit, which marks buckets of bootstrap-arena blocks so
+// that free's filter also catches those (malloc_interposer.c). Static: free
+// reads it without first checking that the tables exist; untouched, its
+// pages cost nothing.
+#define CPPROF_HEAP_OCCUPANCY_PIN 0x80u
+extern _Atomic uint8_t cpprof_heap_occupancy[1u << CPPROF_HEAP_LIVE_BUCKET_BITS];
 
 static inline uint64_t cpprof_heap_addr_hash(uintptr_t addr) {
     return (uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull;
@@ -79,11 +84,11 @@ static inline uint32_t cpprof_heap_bucket_of(uintptr_t addr) {
     return (uint32_t)(cpprof_heap_addr_hash(addr) >> (64 - CPPROF_HEAP_LIVE_BUCKET_BITS));
 }
 
-// Inline filter for free(): 0 means `ptr` is certainly not a live sample.
+// Inline filter for free(): 0 means `ptr` is certainly neither a live
+// sample nor a bootstrap-arena block.
 static inline __attribute__((always_inline)) int cpprof_heap_maybe_live(const void *ptr) {
-    _Atomic uint8_t *occupancy = atomic_load_explicit(&cpprof_heap_live_occupancy, memory_order_acquire);
-    return occupancy != NULL &&
-           atomic_load_explicit(&occupancy[cpprof_heap_bucket_of((uintptr_t)ptr)], memory_order_relaxed) != 0;
+    return atomic_load_explicit(&cpprof_heap_occupancy[cpprof_heap_bucket_of((uintptr_t)ptr)],
+                                memory_order_relaxed) != 0;
 }
 
 // Reserves the tables once; 0 on success. Never allocates with malloc.

@@ -17,7 +17,8 @@
 //   hash of the PCs to them. An entry is filled before its index word is
 //   published by CAS, so readers never wait for a writer.
 //
-// Memory: all of it is one anonymous MAP_NORESERVE mapping, reserved on the
+// Memory: the occupancy bytes are static (free() reads them before any
+// table exists); the rest is one anonymous MAP_NORESERVE mapping, reserved on the
 // first sample and never moved or freed, so a pointer into it stays valid in
 // any thread, handler or forked child. Only the pages written get memory:
 // the occupancy bytes and the stack index (hashed, so soon all of them), the
@@ -58,7 +59,6 @@ static const struct { uint32_t bits, first_slot; } levels[LIVE_LEVELS] = {
     {10, 0}, {12, 1024u * LIVE_WAYS}, {LIVE_BUCKET_BITS, (1024u + 4096u) * LIVE_WAYS}};
 
 typedef struct heap_tables {
-    _Atomic uint8_t occupancy[LIVE_BUCKETS];             // published keys per bucket of the largest level
     _Atomic uint64_t index[STACK_INDEX_SLOTS];           // tag | stack id; 0 = empty
     _Atomic uintptr_t keys[LIVE_SLOTS];                  // a bucket's 8 keys are adjacent
     uint64_t values[LIVE_SLOTS];                         // size << 16 | stack id
@@ -66,7 +66,7 @@ typedef struct heap_tables {
 } heap_tables;
 
 static _Atomic(heap_tables *) tables;
-_Atomic(_Atomic uint8_t *) cpprof_heap_live_occupancy; // &tables->occupancy[0], for free()'s filter
+_Atomic uint8_t cpprof_heap_occupancy[LIVE_BUCKETS];
 static _Atomic uint64_t next_entry;       // bump pointer into entries (may run past capacity)
 static _Atomic uint64_t published_stacks;
 static _Atomic uint64_t live_count;
@@ -86,8 +86,6 @@ int cpprof_heap_tables_init(void) {
     if (!atomic_compare_exchange_strong_explicit(&tables, &expected, (heap_tables *)mem,
                                                  memory_order_acq_rel, memory_order_acquire))
         munmap(mem, sizeof(heap_tables)); // another thread won the race
-    atomic_store_explicit(&cpprof_heap_live_occupancy, atomic_load(&tables)->occupancy,
-                          memory_order_release);
     return 0;
 }
 
@@ -219,7 +217,7 @@ int cpprof_heap_live_insert(uintptr_t addr, uint32_t stack, uint64_t size, int c
         open = atomic_load_explicit(&open_levels, memory_order_acquire);
     }
     t->values[slot] = value;
-    atomic_fetch_add(&t->occupancy[cpprof_heap_bucket_of(addr)], 1); // before the key is visible
+    atomic_fetch_add(&cpprof_heap_occupancy[cpprof_heap_bucket_of(addr)], 1); // before the key is visible
     atomic_fetch_add_explicit(&live_count, 1, memory_order_relaxed);
     if (count_alloc) cpprof_heap_stack_count_alloc(stack, size); // before a free can see the key
     atomic_store_explicit(&t->keys[slot], addr, memory_order_release);
@@ -230,13 +228,13 @@ int cpprof_heap_live_remove(uintptr_t addr, uint32_t *stack, uint64_t *size) {
     heap_tables *t = atomic_load_explicit(&tables, memory_order_acquire);
     if (t == NULL) return 0;
     uint32_t b = cpprof_heap_bucket_of(addr);
-    if (atomic_load_explicit(&t->occupancy[b], memory_order_relaxed) == 0) return 0;
+    if (atomic_load_explicit(&cpprof_heap_occupancy[b], memory_order_relaxed) == 0) return 0;
     int64_t slot = live_claim(t, addr, addr, atomic_load_explicit(&open_levels, memory_order_acquire));
     if (slot < 0) return 0;
     uint64_t value = t->values[slot];
     *stack = (uint32_t)(value & STACK_ID_MASK);
     *size = value >> 16;
-    atomic_fetch_sub(&t->occupancy[b], 1);
+    atomic_fetch_sub(&cpprof_heap_occupancy[b], 1);
     atomic_fetch_sub_explicit(&live_count, 1, memory_order_relaxed);
     atomic_store_explicit(&t->keys[slot], 0, memory_order_release);
     return 1;
@@ -288,7 +286,7 @@ void cpprof_heap_table_stats(cpprof_heap_stats *out) {
     uint64_t live_slots = 0;
     for (uint32_t level = 0; level < open && level < LIVE_LEVELS; level++)
         live_slots += (uint64_t)LIVE_WAYS << levels[level].bits;
-    uint64_t bytes = sizeof(((heap_tables *)0)->occupancy) + sizeof(((heap_tables *)0)->index) +
+    uint64_t bytes = sizeof(cpprof_heap_occupancy) + sizeof(((heap_tables *)0)->index) +
                      live_slots * (sizeof(uintptr_t) + sizeof(uint64_t)) +
                      (used * sizeof(stack_entry) + PAGE_BYTES - 1) / PAGE_BYTES * PAGE_BYTES;
     out->memory_bytes = bytes;
