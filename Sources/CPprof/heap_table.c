@@ -3,8 +3,8 @@
 //
 // * Live table: sampled address -> (stack, size). Set-associative: an address
 //   hashes to one bucket of 8 slots (one cache line of keys), so there are no
-//   probe chains and no tombstones. It grows in levels of 1024, 4096 and
-//   16384 buckets: a sample goes to the first level whose bucket has room; a
+//   probe chains and no tombstones. It grows in levels of 512, 2048, 8192
+//   and 16384 buckets: a sample goes to the first level whose bucket has room; a
 //   level opens when every open level's bucket for an address is full; only
 //   when the last is full too is the sample dropped. A byte of occupancy per
 //   bucket of the largest level (16 KiB in all; it counts the keys of every
@@ -36,8 +36,8 @@
 #define LIVE_BUCKET_BITS CPPROF_HEAP_LIVE_BUCKET_BITS
 #define LIVE_BUCKETS (1u << LIVE_BUCKET_BITS)   // buckets of the largest level
 #define LIVE_WAYS 8u
-#define LIVE_LEVELS 3u
-#define LIVE_SLOTS ((1024u + 4096u + LIVE_BUCKETS) * LIVE_WAYS) // 172032 samples at most
+#define LIVE_LEVELS 4u
+#define LIVE_SLOTS ((512u + 2048u + 8192u + LIVE_BUCKETS) * LIVE_WAYS) // 217088 samples at most
 #define LIVE_BUSY ((uintptr_t)1)                // never a valid address
 #define PAGE_BYTES 4096u
 
@@ -56,7 +56,8 @@ typedef struct stack_entry {
 // Level L: 2^bits buckets, the top `bits` bits of the address hash; its
 // slots are keys[first_slot ..< first_slot + 8 << bits] (values alike).
 static const struct { uint32_t bits, first_slot; } levels[LIVE_LEVELS] = {
-    {10, 0}, {12, 1024u * LIVE_WAYS}, {LIVE_BUCKET_BITS, (1024u + 4096u) * LIVE_WAYS}};
+    {9, 0}, {11, 512u * LIVE_WAYS}, {13, (512u + 2048u) * LIVE_WAYS},
+    {LIVE_BUCKET_BITS, (512u + 2048u + 8192u) * LIVE_WAYS}};
 
 typedef struct heap_tables {
     _Atomic uint64_t index[STACK_INDEX_SLOTS];           // tag | stack id; 0 = empty

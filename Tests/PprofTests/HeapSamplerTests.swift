@@ -277,7 +277,7 @@ extension HeapSamplingTests {
                 for i in 0..<count { blocks[i] = malloc(16 + i % 64) }
                 let during = HeapSampler.stats()
                 for i in 0..<count { free(blocks[i]) }
-                // More than the first level's 8192 slots are live: the table grew
+                // More than the first level's 4096 slots are live: the table grew
                 // to hold them instead of dropping any.
                 #expect(during.droppedLiveTableFull == before.droppedLiveTableFull)
                 #expect(during.liveSamples >= before.liveSamples + UInt64(count))

@@ -6,8 +6,7 @@ import Glibc
 /// .symtab matters: internal Swift functions are local symbols that dladdr,
 /// which only sees .dynsym, cannot name.
 struct FunctionSymbolTable {
-    /// 16 bytes per function: a library like libswiftCore has tens of
-    /// thousands, and every loaded object's table is kept.
+    /// One function symbol as lookups see it (stored as `Entries` keeps it).
     struct Entry {
         /// st_value: an ELF virtual address.
         let address: UInt64
@@ -27,14 +26,55 @@ struct FunctionSymbolTable {
             self.name = name
         }
 
+        fileprivate init(address: UInt64, lengthAndSized: UInt32, name: UInt32) {
+            self.address = address
+            self.lengthAndSized = lengthAndSized
+            self.name = name
+        }
+
         /// address + size; for size-0 symbols the end of their section.
         var end: UInt64 { address &+ UInt64(lengthAndSized & ~(1 << 31)) }
         var sized: Bool { lengthAndSized >> 31 != 0 }
         var nameOffset: UInt64 { UInt64(name) }
+
+        fileprivate func stored(base: UInt64) -> Entries.Stored {
+            Entries.Stored(offset: UInt32(truncatingIfNeeded: address &- base), lengthAndSized: lengthAndSized, name: name)
+        }
+    }
+
+    /// The entries sorted by address, 12 bytes each: a library like
+    /// libswiftCore has tens of thousands, and every loaded object's table is
+    /// kept. Addresses are 32-bit offsets from the first (an image's code
+    /// spans far less than 4 GiB; symbols beyond are left out).
+    struct Entries: RandomAccessCollection {
+        fileprivate struct Stored {
+            var offset: UInt32
+            var lengthAndSized: UInt32
+            var name: UInt32
+        }
+
+        let base: UInt64
+        fileprivate let stored: [Stored]
+
+        fileprivate init(sorted: [Entry]) {
+            let base = sorted.first?.address ?? 0
+            self.base = base
+            let count = sorted.firstIndex { $0.address &- base > UInt64(UInt32.max) } ?? sorted.count
+            stored = sorted[..<count].map { $0.stored(base: base) }
+        }
+
+        var startIndex: Int { 0 }
+        var endIndex: Int { stored.count }
+        var memoryBytes: Int { stored.capacity * MemoryLayout<Stored>.stride }
+
+        subscript(index: Int) -> Entry {
+            let s = stored[index]
+            return Entry(address: base &+ UInt64(s.offset), lengthAndSized: s.lengthAndSized, name: s.name)
+        }
     }
 
     let image: ELFImage
-    let entries: [Entry]
+    let entries: Entries
     /// Linker-made code without symbols (PLT stubs): named after their section.
     let stubSections: [(start: UInt64, end: UInt64, name: String)]
     /// Keeps the mapped file alive as long as `image` points into it.
@@ -83,8 +123,7 @@ struct FunctionSymbolTable {
         for candidate in candidates where unique.last?.address != candidate.entry.address {
             unique.append(candidate.entry)
         }
-        // Aliases left spare capacity: keep an exact copy.
-        entries = unique.count < unique.capacity ? Array(unique[...]) : unique
+        entries = Entries(sorted: unique)
         var stubs: [(start: UInt64, end: UInt64, name: String)] = []
         let namesIndex = Int(image.header.e_shstrndx)
         if namesIndex > 0, namesIndex < sections.count {
@@ -100,7 +139,7 @@ struct FunctionSymbolTable {
 
     /// Bytes held by the table itself (the symbol names stay in the mapped file).
     var memoryBytes: Int {
-        entries.capacity * MemoryLayout<Entry>.stride
+        entries.memoryBytes
             + stubSections.capacity * MemoryLayout<(start: UInt64, end: UInt64, name: String)>.stride
     }
 
