@@ -21,8 +21,8 @@
 // that is never reused; free() recognises and ignores its pointers.
 //
 // Invariants the fast paths rely on (no check of the resolution state there):
-// * Until resolution, the next allocator's malloc, free, calloc, realloc and
-//   posix_memalign are our own slow functions, which handle "not resolved
+// * Until resolution, the next allocator's malloc, free, calloc, realloc,
+//   posix_memalign and malloc_usable_size are our own slow functions, which handle "not resolved
 //   yet"; resolution replaces them (each an atomic word) before it publishes
 //   READY, so a fast path calls either a slow function or the real allocator.
 // * Every arena block sets the pin bit of its live-table occupancy byte, so
@@ -101,12 +101,13 @@ static void free_slow(void *ptr);
 static void *calloc_slow(size_t count, size_t size);
 static void *realloc_slow(void *ptr, size_t size);
 static int posix_memalign_slow(void **out, size_t align, size_t size);
+static size_t usable_size_slow(void *ptr);
 
 // Written once by resolve(), before state becomes READY; until then the
 // fast paths' functions are the slow ones (see the top of this file).
 static shared_allocator next = {
     .malloc_fn = malloc_slow, .free_fn = free_slow, .calloc_fn = calloc_slow, .realloc_fn = realloc_slow,
-    .posix_memalign_fn = posix_memalign_slow};
+    .posix_memalign_fn = posix_memalign_slow, .usable_size_fn = usable_size_slow};
 // The next allocator's `name` function (a relaxed load: a plain move).
 #define NEXT(name) atomic_load_explicit(&next.name, memory_order_relaxed)
 static _Atomic int state;
@@ -418,11 +419,21 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size) {
     TAIL return posix_memalign_slow(out, align, size);
 }
 
-EXPORT size_t malloc_usable_size(void *ptr) {
+static SLOW size_t usable_size_slow(void *ptr) {
     if (ptr == NULL) return 0;
     if (in_arena(ptr)) return arena_size(ptr);
-    if (!ready() || NEXT(usable_size_fn) == NULL) return 0;
-    TAIL return NEXT(usable_size_fn)(ptr);
+    usable_size_type f = NEXT(usable_size_fn);
+    if (!ready() || f == NULL) return 0;
+    TAIL return f(ptr);
+}
+
+// Swift asks for the capacity of arrays it allocates: no resolution check
+// here either (until resolution the next allocator's function is
+// usable_size_slow); NULL goes to the next allocator, which answers 0.
+EXPORT size_t malloc_usable_size(void *ptr) {
+    usable_size_type f = NEXT(usable_size_fn);
+    if (__builtin_expect(f != NULL && !in_arena(ptr), 1)) TAIL return f(ptr);
+    TAIL return usable_size_slow(ptr);
 }
 
 #endif // CPPROF_HEAP_PROFILING
