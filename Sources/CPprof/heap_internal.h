@@ -73,7 +73,7 @@ static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_
 #define CPPROF_HEAP_NO_STACK UINT32_MAX
 #define CPPROF_HEAP_LIVE_BUCKET_BITS 14
 
-// Published keys per bucket of the largest live level (at most 24: 8 per
+// Published keys per bucket of the largest live level (at most 32: 8 per
 // level), plus the pin bit, which marks buckets of bootstrap-arena blocks so
 // that free's filter also catches those (malloc_interposer.c). Static: free
 // reads it without first checking that the tables exist; untouched, its
