@@ -10,13 +10,24 @@
 // --- heap_sampler.c: when to sample, and what a sample records ---
 
 // The rate and a generation in one word, so a thread always sees a
-// consistent pair: (generation << 40) | rate, or 0 while sampling is off. A
-// thread whose cached copy differs redraws its countdown.
+// consistent pair: (generation << 40) | rate; never 0 (generations start at
+// 1), rate 0 meaning off. A thread whose cached copy differs redraws its
+// budget. Hidden: read without a GOT load in position-independent code.
 #define CPPROF_HEAP_RATE_BITS 40
 #define CPPROF_HEAP_RATE_MASK ((UINT64_C(1) << CPPROF_HEAP_RATE_BITS) - 1)
-extern _Atomic uint64_t cpprof_heap_config;
-extern CPPROF_TLS uint64_t cpprof_heap_tls_config;
-extern CPPROF_TLS int64_t cpprof_heap_tls_countdown; // bytes left before the next sample
+#define CPPROF_HIDDEN __attribute__((visibility("hidden")))
+extern CPPROF_HIDDEN _Atomic uint64_t cpprof_heap_config;
+
+// Per thread, in one TLS block (one TLS offset to load): the config the
+// budget was drawn for, and the budget: an allocation of fewer bytes than
+// it is not sampled and takes its size off. It is the bytes left before the
+// next sample plus one, so 0 samples every allocation (rate 1) and
+// UINT64_MAX none (rate 0).
+typedef struct cpprof_heap_thread_state {
+    uint64_t config;
+    uint64_t budget;
+} cpprof_heap_thread_state;
+extern CPPROF_HIDDEN CPPROF_TLS cpprof_heap_thread_state cpprof_heap_tls;
 
 // Decides whether an allocation that missed the fast path is sampled.
 int cpprof_heap_should_sample_slow(uint64_t config, size_t size);
@@ -38,28 +49,23 @@ void cpprof_heap_release_held(const cpprof_heap_held *held);
 // The reallocation failed and the block is still live: track it again.
 void cpprof_heap_restore_held(void *ptr, const cpprof_heap_held *held);
 
-// Inline fast path: the per-thread countdown of bytes to the next sample.
-// 1 if an allocation of `size` bytes is certainly not sampled (the countdown
+// Inline fast path: the per-thread budget of bytes to the next sample.
+// 1 if an allocation of `size` bytes is certainly not sampled (the budget
 // has been run down); 0 if cpprof_heap_should_sample must decide (nothing
 // changed). The interposer tail-calls the allocator on 1.
 static inline __attribute__((always_inline)) int cpprof_heap_skip_sample(size_t size) {
     uint64_t config = atomic_load_explicit(&cpprof_heap_config, memory_order_relaxed);
-    if (__builtin_expect(config == 0, 0)) return 1;
-    if (__builtin_expect(cpprof_heap_tls_config == config, 1)) {
-        int64_t left = cpprof_heap_tls_countdown - (int64_t)(size > INT64_MAX ? INT64_MAX : size);
-        if (__builtin_expect(left >= 0, 1)) {
-            cpprof_heap_tls_countdown = left;
-            return 1;
-        }
-    }
-    return 0;
+    if (__builtin_expect(cpprof_heap_tls.config != config, 0)) return 0;
+    uint64_t budget = cpprof_heap_tls.budget;
+    if (__builtin_expect(size >= budget, 0)) return 0;
+    cpprof_heap_tls.budget = budget - size;
+    return 1;
 }
 
-// Whether an allocation of `size` bytes is sampled; runs the countdown.
+// Whether an allocation of `size` bytes is sampled; runs the budget down.
 static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_t size) {
     if (__builtin_expect(cpprof_heap_skip_sample(size), 1)) return 0;
-    uint64_t config = atomic_load_explicit(&cpprof_heap_config, memory_order_relaxed);
-    return config != 0 && cpprof_heap_should_sample_slow(config, size);
+    return cpprof_heap_should_sample_slow(atomic_load_explicit(&cpprof_heap_config, memory_order_relaxed), size);
 }
 
 // --- heap_table.c: live samples by address, cumulative counts by stack ---
@@ -67,21 +73,31 @@ static inline __attribute__((always_inline)) int cpprof_heap_should_sample(size_
 #define CPPROF_HEAP_NO_STACK UINT32_MAX
 #define CPPROF_HEAP_LIVE_BUCKET_BITS 14
 
-// Published keys per live-table bucket; NULL until the tables exist.
-extern _Atomic(_Atomic uint8_t *) cpprof_heap_live_occupancy;
+// Published keys per bucket of the largest live level (at most 32: 8 per
+// level), plus the pin bit, which marks buckets of bootstrap-arena blocks so
+// that free's filter also catches those (malloc_interposer.c). Static: free
+// reads it without first checking that the tables exist; untouched, its
+// pages cost nothing.
+#define CPPROF_HEAP_OCCUPANCY_PIN 0x80u
+extern CPPROF_HIDDEN _Atomic uint8_t cpprof_heap_occupancy[1u << CPPROF_HEAP_LIVE_BUCKET_BITS];
 
+static inline uint64_t cpprof_heap_addr_hash(uintptr_t addr) {
+    return (uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull;
+}
+
+// The occupancy byte of `addr`: its bucket in the largest live level.
 static inline uint32_t cpprof_heap_bucket_of(uintptr_t addr) {
-    return (uint32_t)(((uint64_t)(addr >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - CPPROF_HEAP_LIVE_BUCKET_BITS));
+    return (uint32_t)(cpprof_heap_addr_hash(addr) >> (64 - CPPROF_HEAP_LIVE_BUCKET_BITS));
 }
 
-// Inline filter for free(): 0 means `ptr` is certainly not a live sample.
+// Inline filter for free(): 0 means `ptr` is certainly neither a live
+// sample nor a bootstrap-arena block.
 static inline __attribute__((always_inline)) int cpprof_heap_maybe_live(const void *ptr) {
-    _Atomic uint8_t *occupancy = atomic_load_explicit(&cpprof_heap_live_occupancy, memory_order_acquire);
-    return occupancy != NULL &&
-           atomic_load_explicit(&occupancy[cpprof_heap_bucket_of((uintptr_t)ptr)], memory_order_relaxed) != 0;
+    return atomic_load_explicit(&cpprof_heap_occupancy[cpprof_heap_bucket_of((uintptr_t)ptr)],
+                                memory_order_relaxed) != 0;
 }
 
-// Maps the tables once; 0 on success. Never allocates with malloc.
+// Reserves the tables once; 0 on success. Never allocates with malloc.
 int cpprof_heap_tables_init(void);
 // Finds or adds the stack; CPPROF_HEAP_NO_STACK when the table is full.
 uint32_t cpprof_heap_stack_intern(const uint64_t *pcs, uint32_t depth);

@@ -21,8 +21,7 @@
 
 // Sampling is on at the default rate from the start, as in Go.
 _Atomic uint64_t cpprof_heap_config = (UINT64_C(1) << CPPROF_HEAP_RATE_BITS) | CPPROF_HEAP_DEFAULT_RATE;
-CPPROF_TLS uint64_t cpprof_heap_tls_config;
-CPPROF_TLS int64_t cpprof_heap_tls_countdown;
+CPPROF_TLS cpprof_heap_thread_state cpprof_heap_tls;
 
 static _Atomic uint64_t config_generation = 1;
 
@@ -52,28 +51,32 @@ static uint64_t next_random(void) {
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-// Bytes to the next sample: exponential with mean `rate`; -1 (sample every
-// allocation, even of 0 bytes) when rate <= 1.
-static int64_t next_distance(int64_t rate) {
-    if (rate <= 1) return -1;
+// Bytes to the next sample plus one (the budget): the distance is
+// exponential with mean `rate`; 0 (sample every allocation, even of 0
+// bytes) when rate <= 1.
+static uint64_t next_budget(int64_t rate) {
+    if (rate <= 1) return 0;
     double u = (double)((next_random() >> 11) + 1) * 0x1.0p-53; // (0, 1]
     double d = -log(u) * (double)rate;
-    if (d >= 0x1.0p62) return INT64_C(1) << 62;
-    return (int64_t)d;
+    if (d >= 0x1.0p62) return (UINT64_C(1) << 62) + 1;
+    return (uint64_t)d + 1;
 }
 
 int cpprof_heap_should_sample_slow(uint64_t config, size_t size) {
     int64_t rate = (int64_t)(config & CPPROF_HEAP_RATE_MASK);
-    int64_t bytes = size > INT64_MAX ? INT64_MAX : (int64_t)size;
-    if (cpprof_heap_tls_config != config) { // first allocation, or the rate changed
-        cpprof_heap_tls_config = config;
-        int64_t left = next_distance(rate) - bytes;
-        if (left >= 0) {
-            cpprof_heap_tls_countdown = left;
+    if (cpprof_heap_tls.config != config) { // first allocation, or the rate changed
+        cpprof_heap_tls.config = config;
+        uint64_t budget = rate == 0 ? UINT64_MAX : next_budget(rate);
+        if (size < budget) {
+            cpprof_heap_tls.budget = budget - size;
             return 0;
         }
     }
-    cpprof_heap_tls_countdown = next_distance(rate);
+    if (rate == 0) { // off: a budget that never runs out in practice
+        cpprof_heap_tls.budget = UINT64_MAX;
+        return 0;
+    }
+    cpprof_heap_tls.budget = next_budget(rate);
     return 1;
 }
 
@@ -151,10 +154,7 @@ int cpprof_heap_available(void) { return 1; }
 int64_t cpprof_heap_rate(void) { return (int64_t)(atomic_load(&cpprof_heap_config) & CPPROF_HEAP_RATE_MASK); }
 
 void cpprof_heap_set_rate(int64_t rate) {
-    if (rate <= 0) {
-        atomic_store(&cpprof_heap_config, 0);
-        return;
-    }
+    if (rate < 0) rate = 0; // off: still a new generation, so threads notice
     if ((uint64_t)rate > CPPROF_HEAP_RATE_MASK) rate = (int64_t)CPPROF_HEAP_RATE_MASK;
     uint64_t generation = atomic_fetch_add(&config_generation, 1) + 1;
     uint64_t config = (generation << CPPROF_HEAP_RATE_BITS) | (uint64_t)rate;

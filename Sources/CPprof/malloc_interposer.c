@@ -19,6 +19,16 @@
 // Bootstrap: dlsym may allocate while we resolve. Those requests (and any
 // from other threads racing the resolution) are served from a static arena
 // that is never reused; free() recognises and ignores its pointers.
+//
+// Invariants the fast paths rely on (no check of the resolution state there):
+// * Until resolution, the next allocator's malloc, free, calloc, realloc,
+//   posix_memalign and malloc_usable_size are our own slow functions, which handle "not resolved
+//   yet"; resolution replaces them (each an atomic word) before it publishes
+//   READY, so a fast path calls either a slow function or the real allocator.
+// * Every arena block sets the pin bit of its live-table occupancy byte, so
+//   the live-table filter that free and realloc run anyway also sends arena
+//   pointers to the slow path (a pinned bucket only costs its other
+//   addresses a slow free).
 #include "heap_internal.h"
 
 #ifdef CPPROF_HEAP_PROFILING
@@ -56,23 +66,50 @@ extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 #endif
 
-typedef struct allocator {
-    void *(*malloc_fn)(size_t);
-    void (*free_fn)(void *);
-    void *(*calloc_fn)(size_t, size_t);
-    void *(*realloc_fn)(void *, size_t);
-    void *(*reallocarray_fn)(void *, size_t, size_t);
-    int (*posix_memalign_fn)(void **, size_t, size_t);
-    void *(*aligned_alloc_fn)(size_t, size_t);
-    void *(*memalign_fn)(size_t, size_t);
-    void *(*valloc_fn)(size_t);
-    void *(*pvalloc_fn)(size_t);
-    size_t (*usable_size_fn)(void *);
-} allocator;
+typedef void *(*malloc_type)(size_t);
+typedef void (*free_type)(void *);
+typedef void *(*calloc_type)(size_t, size_t);
+typedef void *(*realloc_type)(void *, size_t);
+typedef void *(*reallocarray_type)(void *, size_t, size_t);
+typedef int (*posix_memalign_type)(void **, size_t, size_t);
+typedef void *(*aligned_type)(size_t, size_t);
+typedef size_t (*usable_size_type)(void *);
+
+// The next allocator's functions: X(field, type of the function pointer).
+#define ALLOCATOR_FIELDS(X)                          \
+    X(malloc_fn, malloc_type)                        \
+    X(free_fn, free_type)                            \
+    X(calloc_fn, calloc_type)                        \
+    X(realloc_fn, realloc_type)                      \
+    X(reallocarray_fn, reallocarray_type)            \
+    X(posix_memalign_fn, posix_memalign_type)        \
+    X(aligned_alloc_fn, aligned_type)                \
+    X(memalign_fn, aligned_type)                     \
+    X(valloc_fn, malloc_type)                        \
+    X(pvalloc_fn, malloc_type)                       \
+    X(usable_size_fn, usable_size_type)
+
+#define PLAIN_FIELD(name, type) type name;
+#define ATOMIC_FIELD(name, type) _Atomic(type) name;
+typedef struct allocator { ALLOCATOR_FIELDS(PLAIN_FIELD) } allocator;
+typedef struct shared_allocator { ALLOCATOR_FIELDS(ATOMIC_FIELD) } shared_allocator;
 
 enum { UNRESOLVED = 0, RESOLVING = 1, READY = 2 };
 
-static allocator next;           // written once, before state becomes READY
+static void *malloc_slow(size_t size);
+static void free_slow(void *ptr);
+static void *calloc_slow(size_t count, size_t size);
+static void *realloc_slow(void *ptr, size_t size);
+static int posix_memalign_slow(void **out, size_t align, size_t size);
+static size_t usable_size_slow(void *ptr);
+
+// Written once by resolve(), before state becomes READY; until then the
+// fast paths' functions are the slow ones (see the top of this file).
+static shared_allocator next = {
+    .malloc_fn = malloc_slow, .free_fn = free_slow, .calloc_fn = calloc_slow, .realloc_fn = realloc_slow,
+    .posix_memalign_fn = posix_memalign_slow, .usable_size_fn = usable_size_slow};
+// The next allocator's `name` function (a relaxed load: a plain move).
+#define NEXT(name) atomic_load_explicit(&next.name, memory_order_relaxed)
 static _Atomic int state;
 static CPPROF_TLS uint8_t resolving; // this thread is inside dlsym
 
@@ -96,6 +133,8 @@ static void *arena_alloc(size_t size, size_t align) {
         if (start + size > ARENA_BYTES) return NULL;
         if (atomic_compare_exchange_weak(&arena_used, &old, start + size)) {
             ((size_t *)(void *)(arena + start))[-1] = size;
+            atomic_fetch_or_explicit(&cpprof_heap_occupancy[cpprof_heap_bucket_of((uintptr_t)(arena + start))],
+                                     CPPROF_HEAP_OCCUPANCY_PIN, memory_order_relaxed);
             return arena + start; // zero: the arena is never reused
         }
     }
@@ -145,7 +184,8 @@ static void resolve(void) {
         a.usable_size_fn = (size_t (*)(void *))dlvsym(RTLD_NEXT, "malloc_usable_size", "GLIBC_2.2.5");
     }
 #endif
-    next = a;
+#define PUBLISH_FIELD(name, type) atomic_store_explicit(&next.name, a.name, memory_order_relaxed);
+    ALLOCATOR_FIELDS(PUBLISH_FIELD)
     resolving = 0;
     atomic_store_explicit(&state, READY, memory_order_release);
 }
@@ -193,13 +233,13 @@ static SLOW void *malloc_slow(size_t size) {
     void *p;
     if (__builtin_expect(!ready(), 0) && bootstrap(&p, size, 16)) return p;
     int sample = cpprof_heap_should_sample(size);
-    p = next.malloc_fn(size);
+    p = NEXT(malloc_fn)(size);
     if (sample) after_alloc(p, size, CALLER, FRAME);
     return p;
 }
 
 EXPORT void *malloc(size_t size) {
-    if (__builtin_expect(ready() && cpprof_heap_skip_sample(size), 1)) TAIL return next.malloc_fn(size);
+    if (__builtin_expect(cpprof_heap_skip_sample(size), 1)) TAIL return NEXT(malloc_fn)(size);
     TAIL return malloc_slow(size);
 }
 
@@ -207,12 +247,13 @@ static SLOW void free_slow(void *ptr) {
     if (ptr == NULL || in_arena(ptr)) return;
     if (cpprof_heap_maybe_live(ptr)) cpprof_heap_record_free(ptr);
     // Not READY means nobody got memory from `next` yet: ptr is not ours to free.
-    if (__builtin_expect(ready(), 1)) next.free_fn(ptr);
+    if (__builtin_expect(ready(), 1)) NEXT(free_fn)(ptr);
 }
 
 EXPORT void free(void *ptr) {
-    // NULL goes to the next allocator's free, which ignores it.
-    if (__builtin_expect(ready() && !in_arena(ptr) && !cpprof_heap_maybe_live(ptr), 1)) TAIL return next.free_fn(ptr);
+    // NULL goes to the next allocator's free, which ignores it; arena blocks
+    // are pinned in the filter.
+    if (__builtin_expect(!cpprof_heap_maybe_live(ptr), 1)) TAIL return NEXT(free_fn)(ptr);
     TAIL return free_slow(ptr);
 }
 
@@ -225,7 +266,7 @@ static SLOW void *calloc_slow(size_t count, size_t size) {
     }
     if (__builtin_expect(!ready(), 0) && bootstrap(&p, total, 16)) return p;
     int sample = cpprof_heap_should_sample(total);
-    p = next.calloc_fn(count, size);
+    p = NEXT(calloc_fn)(count, size);
     if (sample) after_alloc(p, total, CALLER, FRAME);
     return p;
 }
@@ -233,8 +274,8 @@ static SLOW void *calloc_slow(size_t count, size_t size) {
 EXPORT void *calloc(size_t count, size_t size) {
     size_t total;
     // An overflowing product goes to the slow path, which fails it.
-    if (__builtin_expect(ready() && !__builtin_mul_overflow(count, size, &total) && cpprof_heap_skip_sample(total), 1))
-        TAIL return next.calloc_fn(count, size);
+    if (__builtin_expect(!__builtin_mul_overflow(count, size, &total) && cpprof_heap_skip_sample(total), 1))
+        TAIL return NEXT(calloc_fn)(count, size);
     TAIL return calloc_slow(count, size);
 }
 
@@ -252,7 +293,7 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
         void *q;
         if (!(__builtin_expect(!ready(), 0) && bootstrap(&q, size, 16))) {
             int sample = ptr == NULL && cpprof_heap_should_sample(size);
-            q = next.malloc_fn(size);
+            q = NEXT(malloc_fn)(size);
             if (sample) after_alloc(q, size, ret, frame);
         }
         if (q != NULL && ptr != NULL) {
@@ -268,8 +309,8 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
     int sample = cpprof_heap_should_sample(size);
     cpprof_heap_held held;
     int sampled = cpprof_heap_hold(ptr, &held);
-    void *q = array && next.reallocarray_fn != NULL ? next.reallocarray_fn(ptr, count, elem)
-                                                     : next.realloc_fn(ptr, size);
+    void *q = array && NEXT(reallocarray_fn) != NULL ? NEXT(reallocarray_fn)(ptr, count, elem)
+                                                     : NEXT(realloc_fn)(ptr, size);
     if (q == NULL && size != 0) { // failed: ptr is still allocated
         if (sampled) cpprof_heap_restore_held(ptr, &held);
         return NULL;
@@ -279,11 +320,12 @@ static inline __attribute__((always_inline)) void *reallocate(void *ptr, size_t 
     return q;
 }
 
-// realloc's fast path: the allocator is known, the old block is neither in
-// the arena nor a live sample, and the new one is not sampled (tested last:
-// it runs the countdown).
+// realloc's fast path: the old block is neither in the arena nor a live
+// sample (one filter: arena blocks are pinned in it), and the new one is not
+// sampled (tested last: it runs the countdown). Before resolution the next
+// realloc is realloc_slow.
 static inline __attribute__((always_inline)) int realloc_fast(void *ptr, size_t size) {
-    return ready() && ptr != NULL && !in_arena(ptr) && !cpprof_heap_maybe_live(ptr) && cpprof_heap_skip_sample(size);
+    return ptr != NULL && !cpprof_heap_maybe_live(ptr) && cpprof_heap_skip_sample(size);
 }
 
 static SLOW void *realloc_slow(void *ptr, size_t size) {
@@ -291,7 +333,7 @@ static SLOW void *realloc_slow(void *ptr, size_t size) {
 }
 
 EXPORT void *realloc(void *ptr, size_t size) {
-    if (__builtin_expect(realloc_fast(ptr, size), 1)) TAIL return next.realloc_fn(ptr, size);
+    if (__builtin_expect(realloc_fast(ptr, size), 1)) TAIL return NEXT(realloc_fn)(ptr, size);
     TAIL return realloc_slow(ptr, size);
 }
 
@@ -301,8 +343,9 @@ static SLOW void *reallocarray_slow(void *ptr, size_t count, size_t size) {
 
 EXPORT void *reallocarray(void *ptr, size_t count, size_t size) {
     size_t total;
-    if (!__builtin_mul_overflow(count, size, &total) && next.reallocarray_fn != NULL && realloc_fast(ptr, total))
-        TAIL return next.reallocarray_fn(ptr, count, size);
+    reallocarray_type next_reallocarray = NEXT(reallocarray_fn);
+    if (!__builtin_mul_overflow(count, size, &total) && next_reallocarray != NULL && realloc_fast(ptr, total))
+        TAIL return next_reallocarray(ptr, count, size);
     TAIL return reallocarray_slow(ptr, count, size);
 }
 
@@ -319,16 +362,16 @@ static inline __attribute__((always_inline)) void *aligned(int kind, size_t alig
     }
     switch (kind) {
     case K_ALIGNED_ALLOC:
-        if (next.aligned_alloc_fn != NULL) { p = next.aligned_alloc_fn(align, size); break; }
+        if (NEXT(aligned_alloc_fn) != NULL) { p = NEXT(aligned_alloc_fn)(align, size); break; }
         /* fall through */
     case K_MEMALIGN:
-        p = next.memalign_fn != NULL ? next.memalign_fn(align, size) : NULL;
+        p = NEXT(memalign_fn) != NULL ? NEXT(memalign_fn)(align, size) : NULL;
         break;
     case K_VALLOC:
-        p = next.valloc_fn != NULL ? next.valloc_fn(size) : NULL;
+        p = NEXT(valloc_fn) != NULL ? NEXT(valloc_fn)(size) : NULL;
         break;
     default:
-        p = next.pvalloc_fn != NULL ? next.pvalloc_fn(size) : NULL;
+        p = NEXT(pvalloc_fn) != NULL ? NEXT(pvalloc_fn)(size) : NULL;
         break;
     }
     if (cpprof_heap_should_sample(size)) after_alloc(p, size, ret, frame);
@@ -357,10 +400,10 @@ static SLOW int posix_memalign_slow(void **out, size_t align, size_t size) {
     }
     int sample = cpprof_heap_should_sample(size);
     int err;
-    if (next.posix_memalign_fn != NULL) {
-        err = next.posix_memalign_fn(out, align, size);
+    if (NEXT(posix_memalign_fn) != NULL) {
+        err = NEXT(posix_memalign_fn)(out, align, size);
     } else {
-        p = next.memalign_fn != NULL ? next.memalign_fn(align, size) : NULL;
+        p = NEXT(memalign_fn) != NULL ? NEXT(memalign_fn)(align, size) : NULL;
         err = p != NULL ? 0 : ENOMEM;
         if (p != NULL) *out = p;
     }
@@ -370,16 +413,27 @@ static SLOW int posix_memalign_slow(void **out, size_t align, size_t size) {
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size) {
     if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
-    if (__builtin_expect(ready() && next.posix_memalign_fn != NULL && cpprof_heap_skip_sample(size), 1))
-        TAIL return next.posix_memalign_fn(out, align, size);
+    posix_memalign_type next_posix_memalign = NEXT(posix_memalign_fn);
+    if (__builtin_expect(next_posix_memalign != NULL && cpprof_heap_skip_sample(size), 1))
+        TAIL return next_posix_memalign(out, align, size);
     TAIL return posix_memalign_slow(out, align, size);
 }
 
-EXPORT size_t malloc_usable_size(void *ptr) {
+static SLOW size_t usable_size_slow(void *ptr) {
     if (ptr == NULL) return 0;
     if (in_arena(ptr)) return arena_size(ptr);
-    if (!ready() || next.usable_size_fn == NULL) return 0;
-    TAIL return next.usable_size_fn(ptr);
+    usable_size_type f = NEXT(usable_size_fn);
+    if (!ready() || f == NULL) return 0;
+    TAIL return f(ptr);
+}
+
+// Swift asks for the capacity of arrays it allocates: no resolution check
+// here either (until resolution the next allocator's function is
+// usable_size_slow); NULL goes to the next allocator, which answers 0.
+EXPORT size_t malloc_usable_size(void *ptr) {
+    usable_size_type f = NEXT(usable_size_fn);
+    if (__builtin_expect(f != NULL && !in_arena(ptr), 1)) TAIL return f(ptr);
+    TAIL return usable_size_slow(ptr);
 }
 
 #endif // CPPROF_HEAP_PROFILING

@@ -1,6 +1,9 @@
 // Small wrappers of system calls and macros Swift cannot use directly.
 #include "include/cpprof_sys.h"
 #include <pthread.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/resource.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -22,4 +25,10 @@ int cpprof_lower_thread_priority(void) {
     // lock wait with it (on the loaded demo, warm /goroutine?debug=2 took
     // 159-216 ms beside a SCHED_IDLE read-ahead, 20-102 ms without one).
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+}
+
+void cpprof_release_free_memory(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

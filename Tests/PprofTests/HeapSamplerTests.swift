@@ -261,10 +261,46 @@ extension HeapSamplingTests {
             let stats = HeapSampler.stats()
             #expect(stats.liveCapacity >= 100_000)
             #expect(stats.stackCapacity >= 4096)
-            #expect(stats.memoryBytes > 0 && stats.memoryBytes < 16 << 20)
+            #expect(stats.memoryBytes > 0 && stats.memoryBytes <= stats.reservedBytes)
+            #expect(stats.reservedBytes < 16 << 20)
             #expect(stats.bootstrapBytes < 256 << 10)
             #expect(stats.liveSamples <= stats.liveCapacity)
             #expect(stats.stacks <= stats.stackCapacity)
+        }
+
+        @Test func tablesGrowWithTheLiveSamplesAndCountWhatTheyHold() {
+            withRate(1) {
+                let before = HeapSampler.stats()
+                let count = 20_000
+                let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: count)
+                defer { blocks.deallocate() }
+                for i in 0..<count { blocks[i] = malloc(16 + i % 64) }
+                let during = HeapSampler.stats()
+                for i in 0..<count { free(blocks[i]) }
+                // More than the first level's 4096 slots are live: the table grew
+                // to hold them instead of dropping any.
+                #expect(during.droppedLiveTableFull == before.droppedLiveTableFull)
+                #expect(during.liveSamples >= before.liveSamples + UInt64(count))
+                #expect(during.memoryBytes >= before.memoryBytes)
+                // Each live sample takes a key and a value (16 bytes) in a level
+                // counted in memoryBytes; each stack at least its counters.
+                #expect(during.memoryBytes >= 16 * during.liveSamples + 40 * during.stacks)
+                #expect(during.memoryBytes <= during.reservedBytes)
+            }
+        }
+
+        @Test func heapCommentAddsUpTheProfilersMemory() throws {
+            let text = HeapProfile.heap.text(debug: 1, symbols: Symbolizer.shared)
+            func number(_ key: String) throws -> UInt64 {
+                let line = try #require(text.split(separator: "\n").first { $0.contains(" \(key)=") || $0.contains(":\(key)=") })
+                let value = try #require(line.split(separator: " ").first { $0.hasPrefix("\(key)=") })
+                return try #require(UInt64(value.dropFirst(key.count + 1)))
+            }
+            let total = try number("profiler_memory_bytes")
+            let parts = try ["heap_sampler_tables", "symbol_tables", "line_tables", "inline_tables", "symbol_cache"].map(number)
+            #expect(total == parts.reduce(0, +))
+            #expect(parts[0] > 0)
+            #expect(parts[1] > 0) // the profile's own frames were symbolized
         }
     }
 }

@@ -42,7 +42,8 @@ typedef struct cpprof_heap_stats {
     uint64_t dropped_no_memory;   // samples dropped: tables could not be mapped
     uint64_t stack_unbounded;     // samples whose stack range was unknown (leaf only)
     uint64_t bootstrap_bytes;     // static bootstrap arena used while resolving the allocator
-    uint64_t memory_bytes;        // address space the sampler has mapped (bounded)
+    uint64_t memory_bytes;        // bytes of its tables the sampler has written so far (grows with use)
+    uint64_t reserved_bytes;      // address space reserved for the tables (fixed; unwritten pages cost nothing)
 } cpprof_heap_stats;
 
 /// 1 if malloc interposition was compiled in (package trait HeapProfiling).

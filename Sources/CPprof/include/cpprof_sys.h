@@ -12,4 +12,8 @@ void cpprof_set_thread_name(const char *name);
 /// Gives the calling thread the lowest nice value (19); 0 on success.
 int cpprof_lower_thread_priority(void);
 
+/// Returns the allocator's free memory to the kernel (glibc's malloc_trim);
+/// no effect with other C libraries.
+void cpprof_release_free_memory(void);
+
 #endif

@@ -112,7 +112,10 @@ struct HeapProfile: NamedProfile {
         guard s.isAvailable else {
             return ["swift-pprof: heap profiling is unavailable: built without the HeapProfiling trait"]
         }
-        var lines = ["swift-pprof: rate=\(s.rate) sampled_allocs=\(s.sampledAllocs) sampled_frees=\(s.sampledFrees) live_samples=\(s.liveSamples) stacks=\(s.stacks) profiler_memory_bytes=\(s.memoryBytes)",
+        let symbols = Symbolizer.shared.memoryUsage
+        let own = UInt64(symbols.total) + s.memoryBytes
+        var lines = ["swift-pprof: rate=\(s.rate) sampled_allocs=\(s.sampledAllocs) sampled_frees=\(s.sampledFrees) live_samples=\(s.liveSamples) stacks=\(s.stacks) profiler_memory_bytes=\(own)",
+                     "swift-pprof: profiler memory counted: heap_sampler_tables=\(s.memoryBytes) (of \(s.reservedBytes) reserved) symbol_tables=\(symbols.symbols) line_tables=\(symbols.lines) inline_tables=\(symbols.inlines) symbol_cache=\(symbols.cache) (not counted: per-request buffers, thread stacks, mapped symbol files, which are page cache)",
                      "swift-pprof: dropped_live_table_full=\(s.droppedLiveTableFull) dropped_stack_table_full=\(s.droppedStackTableFull) dropped_no_memory=\(s.droppedNoMemory) leaf_only=\(s.stackUnbounded)"]
         lines.append("swift-pprof: profiler_own_samples_left_out=\(ownSamples)")
         lines.append(AsyncStacks.lifetimeComment())

@@ -36,8 +36,11 @@ struct HeapSamplerStats: Sendable, Equatable {
     /// Samples recorded with the leaf frame only (stack range unknown).
     var stackUnbounded: UInt64
     var bootstrapBytes: UInt64
-    /// Address space the sampler has mapped for its tables (fixed size).
+    /// Bytes of its tables the sampler has written so far: they grow with
+    /// the live samples and stacks, and bound what the tables add to RSS.
     var memoryBytes: UInt64
+    /// Address space reserved for the tables (fixed; costs no memory until written).
+    var reservedBytes: UInt64
 }
 
 /// Thin wrapper over the C heap sampler (malloc interposer).
@@ -87,7 +90,8 @@ enum HeapSampler {
             stacks: s.stacks, stackCapacity: s.stack_capacity,
             droppedLiveTableFull: s.dropped_live_full, droppedStackTableFull: s.dropped_stack_full,
             droppedNoMemory: s.dropped_no_memory, stackUnbounded: s.stack_unbounded,
-            bootstrapBytes: s.bootstrap_bytes, memoryBytes: s.memory_bytes)
+            bootstrapBytes: s.bootstrap_bytes, memoryBytes: s.memory_bytes,
+            reservedBytes: s.reserved_bytes)
     }
 }
 

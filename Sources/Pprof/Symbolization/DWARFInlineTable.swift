@@ -25,7 +25,10 @@ struct InlineTable: Sendable {
         var callLine: Int
     }
 
-    private(set) var addresses: [UInt64] = []
+    /// Boundaries as 32-bit offsets from the first (as `LineRows` keeps
+    /// addresses: boundaries past 4 GiB are cut, ending in `none`).
+    private var base: UInt64 = 0
+    private var offsets: [UInt32] = []
     private(set) var innermost: [UInt32] = []
     private(set) var nodes: [Node] = []
     /// Raw (linkage) names, demangled on lookup: demangled Swift names are
@@ -35,21 +38,25 @@ struct InlineTable: Sendable {
 
     static let empty = InlineTable()
 
-    var boundaryCount: Int { addresses.count }
+    var boundaryCount: Int { offsets.count }
+    /// The boundaries' addresses, expanded (for tests).
+    var addresses: [UInt64] { offsets.map { base &+ UInt64($0) } }
     var nodeCount: Int { nodes.count }
 
     var memoryBytes: Int {
-        addresses.capacity * 8 + innermost.capacity * 4 + nodes.capacity * MemoryLayout<Node>.stride
+        offsets.capacity * 4 + innermost.capacity * 4 + nodes.capacity * MemoryLayout<Node>.stride
             + names.capacity * MemoryLayout<String>.stride + names.reduce(0) { $0 + $1.utf8.count }
             + paths.capacity * MemoryLayout<String>.stride + paths.reduce(0) { $0 + $1.utf8.count }
     }
 
     /// The inlined calls whose code contains `address`, innermost first.
     func lookup(_ address: UInt64) -> [Frame] {
-        var low = 0, high = addresses.count
+        guard address >= base else { return [] }
+        let offset = UInt32(min(address - base, UInt64(UInt32.max)))
+        var low = 0, high = offsets.count
         while low < high {
             let middle = (low + high) / 2
-            if addresses[middle] <= address { low = middle + 1 } else { high = middle }
+            if offsets[middle] <= offset { low = middle + 1 } else { high = middle }
         }
         guard low > 0 else { return [] }
         var frames: [Frame] = []
@@ -80,7 +87,16 @@ struct InlineTable: Sendable {
     }
 
     fileprivate init(addresses: [UInt64], innermost: [UInt32], nodes: [Node], names: [String], paths: [String]) {
-        self.addresses = addresses
+        let base = addresses.first ?? 0
+        let count = addresses.firstIndex { $0 &- base > UInt64(UInt32.max - 1) } ?? addresses.count
+        var offsets = addresses[..<count].map { UInt32($0 &- base) }
+        var innermost = Array(innermost[..<count])
+        if count < addresses.count { // cut: no inlined call known past here
+            offsets.append(UInt32.max)
+            innermost.append(InlineTable.none)
+        }
+        self.base = base
+        self.offsets = offsets
         self.innermost = innermost
         self.nodes = nodes
         self.names = names
@@ -289,7 +305,7 @@ private struct InlineTableBuilder {
         while let top = stack.popLast() {
             boundary(at: top.end)
         }
-        return InlineTable(addresses: compacted(addresses), innermost: compacted(innermost), nodes: compacted(nodes),
+        return InlineTable(addresses: addresses, innermost: innermost, nodes: compacted(nodes),
                            names: compacted(names), paths: compacted(paths))
     }
 }

@@ -10,41 +10,36 @@ struct DWARFLineSections {
 /// Source file and line for the addresses of one image, from every
 /// line-number program of its .debug_line, indexed once.
 ///
-/// Rows are kept as three parallel arrays sorted by address: row i covers
-/// [addresses[i], addresses[i + 1]) with file paths[files[i]] and line
-/// lines[i]; a row whose file is `LineTable.gap` marks where a sequence ends
+/// Rows are kept sorted by address (compactly, `LineRows`): row i covers
+/// [address i, address i + 1) with file paths[file i] and line i; a row
+/// whose file is `LineTable.gap` marks where a sequence ends
 /// and nothing is known until the next row. Consecutive rows with the same
 /// file and line are merged, since columns and statement flags are not kept.
 struct LineTable: Sendable {
-    static let gap = UInt32.max
+    static let gap = LineRows.gap
 
-    private(set) var addresses: [UInt64] = []
-    private(set) var files: [UInt32] = []
-    private(set) var lines: [UInt32] = []
+    private var rows = LineRows()
     /// Deduplicated full paths.
     private(set) var paths: [String] = []
 
     static let empty = LineTable()
 
-    var rowCount: Int { addresses.count }
+    var rowCount: Int { rows.count }
 
-    /// Bytes held by the arrays and path strings (not counting allocator slack).
+    /// The rows' columns, expanded (for tests; lookups use `lookup`).
+    var addresses: [UInt64] { (0..<rows.count).map { rows.row($0).address } }
+    var files: [UInt32] { (0..<rows.count).map { rows.row($0).file } }
+    var lines: [UInt32] { (0..<rows.count).map { rows.row($0).line } }
+
+    /// Bytes held by the rows and path strings (not counting allocator slack).
     var memoryBytes: Int {
-        addresses.capacity * 8 + files.capacity * 4 + lines.capacity * 4
-            + paths.capacity * MemoryLayout<String>.stride + paths.reduce(0) { $0 + $1.utf8.count }
+        rows.memoryBytes + paths.capacity * MemoryLayout<String>.stride + paths.reduce(0) { $0 + $1.utf8.count }
     }
 
     /// File and line for an ELF virtual address, nil outside every sequence.
     func lookup(_ address: UInt64) -> (file: String, line: Int)? {
-        var low = 0, high = addresses.count
-        while low < high {
-            let middle = (low + high) / 2
-            if addresses[middle] <= address { low = middle + 1 } else { high = middle }
-        }
-        guard low > 0 else { return nil }
-        let file = files[low - 1]
-        guard file != LineTable.gap, Int(file) < paths.count else { return nil }
-        return (paths[Int(file)], Int(lines[low - 1]))
+        guard let row = rows.lookup(address), row.file < paths.count else { return nil }
+        return (paths[row.file], row.line)
     }
 
     /// Parses all line-number programs (DWARF 2 to 5) of `sections.line`.
@@ -84,9 +79,7 @@ struct LineTable: Sendable {
     fileprivate init() {}
 
     fileprivate init(addresses: [UInt64], files: [UInt32], lines: [UInt32], paths: [String]) {
-        self.addresses = addresses
-        self.files = files
-        self.lines = lines
+        rows = LineRows(addresses: addresses, files: files, lines: lines, pathCount: paths.count)
         self.paths = paths
     }
 }
@@ -231,8 +224,7 @@ struct LineTableBuilder {
             previousEnd = sequence.end
         }
         // Paths of rows dropped with their sequences stay; they cost little.
-        return LineTable(addresses: compacted(outAddresses), files: compacted(outFiles), lines: compacted(outLines),
-                         paths: compacted(paths))
+        return LineTable(addresses: outAddresses, files: outFiles, lines: outLines, paths: compacted(paths))
     }
 }
 

@@ -6,15 +6,75 @@ import Glibc
 /// .symtab matters: internal Swift functions are local symbols that dladdr,
 /// which only sees .dynsym, cannot name.
 struct FunctionSymbolTable {
+    /// One function symbol as lookups see it (stored as `Entries` keeps it).
     struct Entry {
-        var address: UInt64     // st_value: an ELF virtual address
-        var end: UInt64         // address + size; for size-0 symbols the end of their section
-        var sized: Bool
-        var nameOffset: UInt64  // where the NUL-terminated name starts in the image
+        /// st_value: an ELF virtual address.
+        let address: UInt64
+        /// end - address (at most 2^31 - 1), and in the top bit whether the symbol had a size.
+        private let lengthAndSized: UInt32
+        /// Where the NUL-terminated name starts in the image.
+        private let name: UInt32
+
+        /// nil if the name lies past 4 GiB into the file (not representable).
+        init?(address: UInt64, end: UInt64, sized: Bool, nameOffset: UInt64) {
+            guard let name = UInt32(exactly: nameOffset) else { return nil }
+            self.address = address
+            // A size-0 symbol runs to the end of its section, which may be far:
+            // cut at 2 GiB, more than any function.
+            let length = UInt32(min(end &- address, UInt64(Int32.max)))
+            lengthAndSized = length | (sized ? 1 << 31 : 0)
+            self.name = name
+        }
+
+        fileprivate init(address: UInt64, lengthAndSized: UInt32, name: UInt32) {
+            self.address = address
+            self.lengthAndSized = lengthAndSized
+            self.name = name
+        }
+
+        /// address + size; for size-0 symbols the end of their section.
+        var end: UInt64 { address &+ UInt64(lengthAndSized & ~(1 << 31)) }
+        var sized: Bool { lengthAndSized >> 31 != 0 }
+        var nameOffset: UInt64 { UInt64(name) }
+
+        fileprivate func stored(base: UInt64) -> Entries.Stored {
+            Entries.Stored(offset: UInt32(truncatingIfNeeded: address &- base), lengthAndSized: lengthAndSized, name: name)
+        }
+    }
+
+    /// The entries sorted by address, 12 bytes each: a library like
+    /// libswiftCore has tens of thousands, and every loaded object's table is
+    /// kept. Addresses are 32-bit offsets from the first (an image's code
+    /// spans far less than 4 GiB; symbols beyond are left out).
+    struct Entries: RandomAccessCollection {
+        fileprivate struct Stored {
+            var offset: UInt32
+            var lengthAndSized: UInt32
+            var name: UInt32
+        }
+
+        let base: UInt64
+        fileprivate let stored: [Stored]
+
+        fileprivate init(sorted: [Entry]) {
+            let base = sorted.first?.address ?? 0
+            self.base = base
+            let count = sorted.firstIndex { $0.address &- base > UInt64(UInt32.max) } ?? sorted.count
+            stored = sorted[..<count].map { $0.stored(base: base) }
+        }
+
+        var startIndex: Int { 0 }
+        var endIndex: Int { stored.count }
+        var memoryBytes: Int { stored.capacity * MemoryLayout<Stored>.stride }
+
+        subscript(index: Int) -> Entry {
+            let s = stored[index]
+            return Entry(address: base &+ UInt64(s.offset), lengthAndSized: s.lengthAndSized, name: s.name)
+        }
     }
 
     let image: ELFImage
-    let entries: [Entry]
+    let entries: Entries
     /// Linker-made code without symbols (PLT stubs): named after their section.
     let stubSections: [(start: UInt64, end: UInt64, name: String)]
     /// Keeps the mapped file alive as long as `image` points into it.
@@ -49,8 +109,9 @@ struct FunctionSymbolTable {
                 let rank = (symbol.st_size > 0 ? 1 : 0,
                             -image.leadingUnderscores(at: nameOffset),
                             binding == STB_GLOBAL ? 2 : binding == STB_WEAK ? 1 : 0)
-                candidates.append((Entry(address: symbol.st_value, end: end, sized: symbol.st_size > 0,
-                                         nameOffset: nameOffset), rank))
+                guard let entry = Entry(address: symbol.st_value, end: end, sized: symbol.st_size > 0,
+                                        nameOffset: nameOffset) else { continue }
+                candidates.append((entry, rank))
             }
         }
         // Aliases share an address: keep the most telling name: sized, with
@@ -62,7 +123,7 @@ struct FunctionSymbolTable {
         for candidate in candidates where unique.last?.address != candidate.entry.address {
             unique.append(candidate.entry)
         }
-        entries = unique
+        entries = Entries(sorted: unique)
         var stubs: [(start: UInt64, end: UInt64, name: String)] = []
         let namesIndex = Int(image.header.e_shstrndx)
         if namesIndex > 0, namesIndex < sections.count {
@@ -74,6 +135,12 @@ struct FunctionSymbolTable {
             }
         }
         stubSections = stubs
+    }
+
+    /// Bytes held by the table itself (the symbol names stay in the mapped file).
+    var memoryBytes: Int {
+        entries.memoryBytes
+            + stubSections.capacity * MemoryLayout<(start: UInt64, end: UInt64, name: String)>.stride
     }
 
     /// The function containing the ELF virtual address `address`.

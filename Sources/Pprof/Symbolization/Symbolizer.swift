@@ -1,3 +1,4 @@
+import CPprof
 import Glibc
 import Synchronization
 
@@ -57,7 +58,11 @@ final class Symbolizer: Sendable {
     /// nothing is known.
     func frames(at address: UInt64) -> [SymbolizedFrame] {
         let interval = rescanInterval
-        return state.withLock { $0.frames(at: address, rescanInterval: interval) }
+        let (frames, loaded) = state.withLock { state in
+            (state.frames(at: address, rescanInterval: interval), state.takeLoadedTables())
+        }
+        if loaded { Self.returnFreedMemory() }
+        return frames
     }
 
     /// `frames(at:)` for many addresses, under one acquisition of the lock.
@@ -66,14 +71,24 @@ final class Symbolizer: Sendable {
     /// of the machine's CPU spinning in it).
     func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
         let interval = rescanInterval
-        return state.withLock { state in
+        let (table, loaded) = state.withLock { state in
             var table: [UInt64: [SymbolizedFrame]] = [:]
             table.reserveCapacity(addresses.count)
             for address in addresses where table[address] == nil {
                 table[address] = state.frames(at: address, rescanInterval: interval)
             }
-            return table
+            return (table, state.takeLoadedTables())
         }
+        if loaded { Self.returnFreedMemory() }
+        return table
+    }
+
+    /// Reading an object's tables allocates several times what is kept
+    /// (candidate lists, builders); freed, that memory would stay in the
+    /// allocator's free lists, counted in the process's RSS, for good. After
+    /// a load, once per request, hand it back to the kernel.
+    private static func returnFreedMemory() {
+        HeapSampler.ownWork { cpprof_release_free_memory() }
     }
 
     /// Runtime address ranges of the functions named `symbol` (exactly, as
@@ -114,6 +129,20 @@ final class Symbolizer: Sendable {
                     state.debugInfo[object] = info
                 }
             }
+        }
+        Self.returnFreedMemory()
+    }
+
+    /// What the loaded tables and the cache hold now, in bytes.
+    var memoryUsage: SymbolizerMemory {
+        state.withLock { state in
+            var usage = SymbolizerMemory(cache: state.frameCacheBytes)
+            for case let table? in state.symbolTables.values { usage.symbols += table.memoryBytes }
+            for info in state.debugInfo.values {
+                usage.lines += info.lines.memoryBytes
+                usage.inlines += info.inlines.memoryBytes
+            }
+            return usage
         }
     }
 
@@ -165,6 +194,13 @@ private struct State {
     var scanCount = 0
     /// Lookups that met a failure that may pass; their results are not cached.
     var transientFailures = 0
+    /// Tables were read since the last `takeLoadedTables()`.
+    var loadedTables = false
+
+    mutating func takeLoadedTables() -> Bool {
+        defer { loadedTables = false }
+        return loadedTables
+    }
 
     mutating func frames(at address: UInt64, rescanInterval: Duration) -> [SymbolizedFrame] {
         if let cached = frameCache[address] { return cached }
@@ -226,6 +262,7 @@ private struct State {
         if let known = symbolTables[object] { return known }
         let loaded = Self.loadSymbols(of: object)
         remember(loaded, of: object)
+        loadedTables = true
         return loaded.table
     }
 
@@ -271,6 +308,7 @@ private struct State {
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
+        loadedTables = true
         var transient = false
         let info = Self.loadDebugInfo(of: object, symbols: symbols,
                                       fromDebugFile: symbolsFromDebugFile.contains(object), transientFailure: &transient)
