@@ -1,4 +1,4 @@
-import CPprof
+internal import CPprof
 import Glibc
 import Synchronization
 
