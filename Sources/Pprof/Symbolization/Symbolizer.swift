@@ -246,6 +246,10 @@ private struct State {
         var transient = false
         if let file = MappedFile(path: object.openPath, transientFailure: &transient),
            let elf = ELFImage(bytes: file.bytes) {
+            // Tables grow with the file; without the memory, read it later.
+            guard MemoryHeadroom.isAvailable(file.bytes.count) else {
+                return LoadedSymbols(table: nil, fromDebugFile: false, transientFailure: true)
+            }
             // A file replaced on disk since it was loaded would give wrong names.
             let fileID = elf.buildID
             if object.buildID.isEmpty || fileID.isEmpty || fileID == object.buildID {
@@ -260,6 +264,9 @@ private struct State {
                 return LoadedSymbols(table: FunctionSymbolTable(image: elf, file: file),
                                      fromDebugFile: false, transientFailure: transient)
             }
+        }
+        if let memory = object.memoryImage, !MemoryHeadroom.isAvailable(Int(clamping: memory.count)) {
+            return LoadedSymbols(table: nil, fromDebugFile: false, transientFailure: true)
         }
         if let memory = object.memoryImage, let start = UnsafeRawPointer(bitPattern: UInt(memory.start)),
            let elf = ELFImage(bytes: UnsafeRawBufferPointer(start: start, count: Int(memory.count))) {
@@ -286,6 +293,10 @@ private struct State {
     /// Reads an object's DWARF (static, for `Symbolizer.preload()`).
     static func loadDebugInfo(of object: LoadedObject, symbols: FunctionSymbolTable, fromDebugFile: Bool,
                               transientFailure: inout Bool) -> DebugInfo {
+        guard MemoryHeadroom.isAvailable(symbols.image.bytes.count) else {
+            transientFailure = true
+            return .empty
+        }
         if fromDebugFile { return DebugInfo(image: symbols.image, inlinedFrames: false) ?? .empty }
         return DebugInfo(image: symbols.image)
             ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transientFailure) ?? .empty
