@@ -27,6 +27,14 @@ enum MemoryHeadroom {
     /// the snapshot, the profile and its encoding) was 12-17 MiB.
     static let requestBytes = 16 << 20
 
+    /// Address space a new thread takes: its stack, of the default size
+    /// (RLIMIT_STACK; at most 64 MiB counted, 8 MiB when unlimited).
+    static let threadBytes: Int = {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_STACK.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return 8 << 20 }
+        return Int(clamping: min(limit.rlim_cur, 64 << 20))
+    }()
+
     /// Estimates of the work admitted and still running.
     private static let reserved = Atomic<Int>(0)
     /// Checks that failed, for the profiles' comments and the tests.

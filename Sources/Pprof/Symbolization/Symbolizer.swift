@@ -57,7 +57,10 @@ final class Symbolizer: Sendable {
     /// nothing is known.
     func frames(at address: UInt64) -> [SymbolizedFrame] {
         let interval = rescanInterval
-        return state.withLock { $0.frames(at: address, rescanInterval: interval) }
+        return state.withLock { state in
+            defer { state.failedNow = [] }
+            return state.frames(at: address, rescanInterval: interval)
+        }
     }
 
     /// `frames(at:)` for many addresses, under one acquisition of the lock.
@@ -67,6 +70,7 @@ final class Symbolizer: Sendable {
     func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
         let interval = rescanInterval
         return state.withLock { state in
+            defer { state.failedNow = [] }
             var table: [UInt64: [SymbolizedFrame]] = [:]
             table.reserveCapacity(addresses.count)
             for address in addresses where table[address] == nil {
@@ -80,6 +84,7 @@ final class Symbolizer: Sendable {
     /// in the symbol table) in the loaded objects that `accept` selects.
     func functionRanges(named symbol: String, in accept: (LoadedObject) -> Bool) -> [Range<UInt64>] {
         state.withLock { state in
+            defer { state.failedNow = [] }
             if state.generation == nil || DynamicLoader.generation() != state.generation { state.scan() }
             var ranges: [Range<UInt64>] = []
             for object in state.objects where accept(object) {
@@ -109,6 +114,7 @@ final class Symbolizer: Sendable {
             }
             let keepInfo = !transient
             state.withLock { state in
+                defer { state.failedNow = [] }
                 if state.symbolTables[object] == nil { state.remember(loaded.symbols, of: object) }
                 if let info, keepInfo, state.symbolTables[object] != nil, state.debugInfo[object] == nil {
                     state.debugInfo[object] = info
@@ -157,6 +163,10 @@ private struct State {
     var debugInfo: [LoadedObject: DebugInfo] = [:]
     /// Objects whose symbols came from a separate debug file.
     var symbolsFromDebugFile: Set<LoadedObject> = []
+    /// Objects that failed to load for a reason that may pass, during the
+    /// lookups under this acquisition of the lock: not tried again for
+    /// each address of a batch (each try maps the file again).
+    var failedNow: Set<LoadedObject> = []
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
@@ -224,6 +234,10 @@ private struct State {
 
     mutating func symbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let known = symbolTables[object] { return known }
+        if failedNow.contains(object) {
+            transientFailures += 1
+            return nil
+        }
         let loaded = Self.loadSymbols(of: object)
         remember(loaded, of: object)
         return loaded.table
@@ -234,6 +248,7 @@ private struct State {
     mutating func remember(_ loaded: LoadedSymbols, of object: LoadedObject) {
         if loaded.transientFailure {
             transientFailures += 1  // this time the exported names only, if any
+            failedNow.insert(object)
             return
         }
         symbolTables[object] = .some(loaded.table)
@@ -278,12 +293,17 @@ private struct State {
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
+        if failedNow.contains(object) {
+            transientFailures += 1
+            return .empty
+        }
         var transient = false
         let info = Self.loadDebugInfo(of: object, symbols: symbols,
                                       fromDebugFile: symbolsFromDebugFile.contains(object), transientFailure: &transient)
         // Symbols from the loaded image (the file could not be mapped this time) have no DWARF.
         if transient || symbolTables[object] == nil {
             transientFailures += 1
+            failedNow.insert(object)
         } else {
             debugInfo[object] = info
         }
