@@ -14,6 +14,31 @@ struct PprofServerTests {
         #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline").status == 200)
     }
 
+    @Test("boundAddress: nil until serving, the real TCP port (non-optional in the case), or the Unix path")
+    func boundAddress() throws {
+        let tcp = PprofServer(configuration: .init(host: "127.0.0.1", port: 0))
+        #expect(tcp.boundAddress == nil)
+        try tcp.start()
+        defer { tcp.stop() }
+        guard case let .tcp(host, port)? = tcp.boundAddress else {
+            Issue.record("a TCP server bound \(String(describing: tcp.boundAddress))")
+            return
+        }
+        #expect(host == "127.0.0.1" && port > 0 && port == tcp.port)
+        #expect(tcp.boundAddress?.description == "127.0.0.1:\(port)")
+        #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+        // Port taken: the one-liner's server does not serve, and says so.
+        let taken = try PprofServer.start(.init(host: "127.0.0.1", port: port))
+        #expect(taken.boundAddress == nil)
+
+        let path = "/tmp/pprof-bound-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let unix = try PprofServer.start(.init(unixSocketPath: path), required: true)
+        defer { unix.stop() }
+        #expect(unix.boundAddress == .unix(path: path))
+        #expect(unix.boundAddress?.description == "unix:\(path)")
+        #expect(unix.port == nil && unix.baseURL == nil)
+    }
+
     @Test("a taken port: the one-liner logs and returns a server that does not serve; required throws addressInUse")
     func takenPort() throws {
         let first = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
