@@ -23,7 +23,7 @@ struct FaultMemoryTests {
     @Test("under RLIMIT_AS, 16 clients on every endpoint get 200 or 503 and the process lives")
     func survivesAnAddressSpaceLimit() throws {
         let directory = "/tmp/pprof-as-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        guard mkdir(directory, 0o700) == 0 else { throw FaultHTTP.Failure(description: "mkdir: errno \(errno)") }
+        guard mkdir(directory, 0o700) == 0 else { throw TestHTTP.Failure(description: "mkdir: errno \(errno)") }
         defer {
             unlink(directory + "/port")
             unlink(directory + "/stop")
@@ -49,7 +49,7 @@ struct FaultMemoryTests {
         if port > 0 {
             (statuses, failures) = hammer(port: port, seconds: Double(environmentInt("PPROF_AS_SECONDS", default: 8)))
             // The load has stopped: a normal request is answered.
-            let index = try? FaultHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 30)
+            let index = try? TestHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 30)
             #expect(index?.status == 200, "after the load: \(String(describing: index?.status)) \(index?.text.prefix(200) ?? "")")
         }
         let stop = open(directory + "/stop", O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
@@ -68,7 +68,7 @@ struct FaultMemoryTests {
     /// what was neither a well-formed 200 nor a well-formed 503.
     private func hammer(port: Int, seconds: Double) -> ([Int: Int], [String]) {
         let statuses = Locked<[Int: Int]>([:])
-        let failures = FaultList<String>()
+        let failures = Locked<[String]>([])
         let end = monotonicSeconds() + seconds
         let threads = (0..<16).compactMap { client in
             faultSpawn(stackSize: 1 << 20) {
@@ -77,13 +77,13 @@ struct FaultMemoryTests {
                     let target = Self.targets[next % Self.targets.count]
                     next += 1
                     do {
-                        let response = try FaultHTTP.request(port: port, target: target, timeoutSeconds: 60)
+                        let response = try TestHTTP.request(port: port, target: target, timeoutSeconds: 60)
                         statuses.withLock { $0[response.status, default: 0] += 1 }
                         if response.status != 200 && response.status != 503 {
-                            failures.append("\(target): \(response.status) \(response.text.prefix(120))")
+                            failures.withLock { $0.append("\(target): \(response.status) \(response.text.prefix(120))") }
                         }
                     } catch {
-                        failures.append("\(target): \(error)")
+                        failures.withLock { $0.append("\(target): \(error)") }
                         if "\(error)".contains("connect:") { return } // the child is gone
                     }
                 }
@@ -91,7 +91,7 @@ struct FaultMemoryTests {
         }
         #expect(threads.count == 16)
         threads.forEach { pthread_join($0, nil) }
-        return (statuses.value, failures.all)
+        return (statuses.value, failures.value)
     }
 
     /// Run by `survivesAnAddressSpaceLimit` in a child process: serves under
