@@ -86,7 +86,7 @@ struct IntegrationAPITests {
         #expect(rc == 0)
         let request = Array("GET /debug/pprof/cmdline HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        let response = try TestHTTP.parse(TestHTTP.receiveUntilClosed(fd, timeoutSeconds: 120).bytes)
+        let response = try TestHTTP.parse(TestHTTP.readUntilClosed(fd, timeoutSeconds: 120).bytes)
         #expect(response.status == 200)
     }
 

@@ -230,43 +230,37 @@ enum TestHTTP {
             sent += n
         }
         if halfClose { _ = shutdown(fd, Int32(SHUT_WR)) }
-        return receiveUntilClosed(fd, timeoutSeconds: timeoutSeconds)
+        return readUntilClosed(fd, timeoutSeconds: timeoutSeconds)
     }
 
-    /// `readUntilClosed` for a socket, in blocking `recv` calls bounded by
-    /// SO_RCVTIMEO: a thread dump taken meanwhile walks from recv into the
-    /// caller's frames (tests look for their own function in it); from
-    /// poll, the frame-pointer walk loses the caller.
-    static func receiveUntilClosed(_ fd: Int32, timeoutSeconds: Double) -> Exchange {
-        let end = monotonicSeconds() + timeoutSeconds
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let left = end - monotonicSeconds()
-            if left <= 0 { return Exchange(bytes: out, closed: false) }
-            var timeout = timeval(tv_sec: Int(left), tv_usec: Int((left - Double(Int(left))) * 1e6) + 1)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { out += chunk[0..<n]; continue }
-            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue } // EAGAIN: the timeout; checked above
-            return Exchange(bytes: out, closed: true) // EOF or reset
-        }
-    }
-
+    /// Everything read from `fd` (a socket or a pipe) until EOF or a reset,
+    /// or until `timeoutSeconds` pass (`closed` false). A socket is read in
+    /// blocking calls bounded by SO_RCVTIMEO, not after poll: a thread dump
+    /// taken meanwhile then walks from the read into the caller's frames
+    /// (tests look for their own function in it); from poll the
+    /// frame-pointer walk loses the caller.
     static func readUntilClosed(_ fd: Int32, timeoutSeconds: Double) -> Exchange {
         let end = monotonicSeconds() + timeoutSeconds
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        let isSocket = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let left = end - monotonicSeconds()
             if left <= 0 { return Exchange(bytes: out, closed: false) }
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let rc = poll(&entry, 1, Int32(min(left * 1000 + 1, 60_000)))
-            if rc < 0 { if errno == EINTR { continue }; return Exchange(bytes: out, closed: true) }
-            if rc == 0 { continue }
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } // sockets and pipes
+            if isSocket {
+                var timeout = timeval(tv_sec: Int(left), tv_usec: Int((left - Double(Int(left))) * 1e6) + 1)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            } else {
+                var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let rc = poll(&entry, 1, Int32(min(left * 1000 + 1, 60_000)))
+                if rc < 0 { if errno == EINTR { continue }; return Exchange(bytes: out, closed: true) }
+                if rc == 0 { continue }
+            }
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 { out += chunk[0..<n]; continue }
-            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue } // EAGAIN: a socket's timeout, checked above
             return Exchange(bytes: out, closed: true) // EOF or reset
         }
     }
