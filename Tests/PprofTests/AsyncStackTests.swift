@@ -119,7 +119,7 @@ extension ProcessWideStateTests {
             let workload = AsyncWorkload()
             let tasks = workload.start()
             let port = server.port!
-            let response = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=5") }
+            let response = try await offThePool { try TestHTTP.request(port: port, target: "/debug/pprof/profile?seconds=5") }
             await workload.stop(tasks)
             #expect(response.status == 200)
             let file = try GoPprof.temporaryFile(response.body, name: "async-cpu")
@@ -159,7 +159,7 @@ extension ProcessWideStateTests {
             let stop = FaultFlag()
             let thread = try #require(faultSpawn { syncOnlyOuter(stop) })
             let port = server.port!
-            let response = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=2") }
+            let response = try await offThePool { try TestHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2") }
             stop.set()
             pthread_join(thread, nil)
             #expect(response.status == 200)
@@ -265,7 +265,7 @@ extension ProcessWideStateTests {
             let port = server.port!
             var text = ""
             for _ in 0..<20 where !text.contains("asyncSpin") {
-                let r = try await offThePool { try RawHTTPClient.request(port: port, target: "/debug/pprof/goroutine?debug=2") }
+                let r = try await offThePool { try TestHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2") }
                 text = String(decoding: r.body, as: UTF8.self)
             }
             await workload.stop(tasks)

@@ -61,10 +61,10 @@ extension ProcessWideStateTests {
             defer { server.stop() }
             let workload = MeasuredWorkload()
             workload.start()
-            let response: RawHTTPResponse
+            let response: StrictResponse
             do {
                 defer { workload.stop() }
-                response = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/profile?seconds=1")
+                response = try TestHTTP.request(port: server.port!, target: "/debug/pprof/profile?seconds=1")
             }
             #expect(response.status == 200)
             #expect(response.header("Content-Type") == "application/octet-stream")
@@ -100,12 +100,12 @@ extension ProcessWideStateTests {
             workload.start()
             defer { workload.stop() }
             let port = server.port!
-            let results = Locked<[RawHTTPResponse?]>([])
+            let results = Locked<[StrictResponse?]>([])
             let group = DispatchGroup()
             for seconds in [2, 1] {
                 group.enter()
                 DispatchQueue.global().async {
-                    let r = try? RawHTTPClient.request(port: port, target: "/debug/pprof/profile?seconds=\(seconds)")
+                    let r = try? TestHTTP.request(port: port, target: "/debug/pprof/profile?seconds=\(seconds)")
                     results.withLock { $0.append(r) }
                     group.leave()
                 }
@@ -124,7 +124,7 @@ extension ProcessWideStateTests {
         func disconnectEndsProfile() throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
-            let fd = try RawHTTPClient.connect(port: server.port!)
+            let fd = try TestHTTP.connect(port: server.port!)
             let request = Array("GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
             _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             // Wait until sampling has started, then hang up.

@@ -42,9 +42,9 @@ struct ConfigurationSafetyTests {
         let port = try #require(fromDefaults.port)
         #expect(port != 6060, "PPROF_LISTEN chose port 0")
         #expect(fromDefaults.configuration.maxProfileSeconds == 42)
-        #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline").status == 401)
-        #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline",
-                                          extraHeaders: ["Authorization: Bearer s3cret"]).status == 200)
+        #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 401)
+        #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline",
+                                          headers: ["Authorization: Bearer s3cret"]).status == 200)
 
         let codeWins = PprofServer(configuration: .init(port: 0, maxProfileSeconds: 7), logger: nil, environment: variables)
         #expect(codeWins.configuration.maxProfileSeconds == 7)
@@ -74,7 +74,7 @@ struct ConfigurationSafetyTests {
         func status(_ host: String?) throws -> Int {
             var head = "GET /debug/pprof/cmdline HTTP/1.1\r\nConnection: close\r\n"
             if let host { head += "Host: \(host)\r\n" }
-            return try RawHTTPClient.parse(RawHTTPClient.exchange(port: port, bytes: Array((head + "\r\n").utf8))).status
+            return try TestHTTP.parse(TestHTTP.exchange(port: port, bytes: Array((head + "\r\n").utf8), halfClose: false).bytes).status
         }
         for allowed in ["127.0.0.1:\(port)", "localhost", "LOCALHOST:\(port)", "app.localhost", "[::1]:\(port)", "127.1.2.3", nil] {
             #expect(try status(allowed) == 200, "\(allowed ?? "no Host")")
@@ -87,10 +87,10 @@ struct ConfigurationSafetyTests {
         let allowing = try PprofServer.start(configuration)
         defer { allowing.stop() }
         let allowingPort = try #require(allowing.port)
-        let viaName = try RawHTTPClient.request(port: allowingPort, target: "/debug/pprof/cmdline", host: "127.0.0.1")
+        let viaName = try TestHTTP.request(port: allowingPort, host: "127.0.0.1", target: "/debug/pprof/cmdline")
         #expect(viaName.status == 200)
         let head = "GET /debug/pprof/cmdline HTTP/1.1\r\nHost: PPROF.internal:80\r\nConnection: close\r\n\r\n"
-        #expect(try RawHTTPClient.parse(RawHTTPClient.exchange(port: allowingPort, bytes: Array(head.utf8))).status == 200)
+        #expect(try TestHTTP.parse(TestHTTP.exchange(port: allowingPort, bytes: Array(head.utf8), halfClose: false).bytes).status == 200)
     }
 
     @Test("without a Logger, a non-loopback bind and a failed start still warn on standard error")

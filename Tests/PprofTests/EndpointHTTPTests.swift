@@ -13,8 +13,8 @@ struct EndpointHTTPTests {
         server = try PprofServer.start(.init(host: "127.0.0.1", port: 0, maxProfileSeconds: 60))
     }
 
-    func get(_ target: String, method: String = "GET", body: [UInt8] = []) throws -> RawHTTPResponse {
-        try RawHTTPClient.request(port: port, method: method, target: target, body: body)
+    func get(_ target: String, method: String = "GET", body: [UInt8] = []) throws -> StrictResponse {
+        try TestHTTP.request(port: port, method: method, target: target, body: body)
     }
 
     @Test("/debug/pprof redirects to /debug/pprof/")

@@ -227,15 +227,15 @@ extension ProcessWideStateTests {
             let t0 = monotonicSeconds()
             let cpu = Mutex<Result<StrictResponse, any Error>?>(nil)
             let cpuThread = try #require(faultSpawn {
-                let r = Result { try FaultHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: hangBound) }
+                let r = Result { try TestHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: hangBound) }
                 cpu.withLock { $0 = r }
             })
             usleep(500_000)
             let d0 = monotonicSeconds()
-            let proto = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine", timeoutSeconds: hangBound)
+            let proto = try TestHTTP.request(port: port, target: "/debug/pprof/goroutine", timeoutSeconds: hangBound)
             let protoSeconds = monotonicSeconds() - d0
             let d1 = monotonicSeconds()
-            let full = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2", timeoutSeconds: hangBound)
+            let full = try TestHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2", timeoutSeconds: hangBound)
             let fullSeconds = monotonicSeconds() - d1
             pthread_join(cpuThread, nil)
             let cpuResponse = try #require(try cpu.withLock { $0 }?.get())

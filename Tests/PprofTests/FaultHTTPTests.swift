@@ -7,21 +7,21 @@ import Testing
 /// that drips bytes to keep its deadline alive, clients that take every
 /// connection slot and go quiet, a flood of pipelined requests.
 @Suite("Faults: hostile HTTP clients")
-struct FaultHTTPTests {
+struct TestHTTPTests {
     private func startServer(maxConnections: Int = 32, idleTimeoutSeconds: Int = 1) throws -> (HTTPServer, Int) {
         let handler = PprofHandler(configuration: .init())
         let server = HTTPServer(
             configuration: HTTPServerConfiguration(address: .tcp(host: "127.0.0.1", port: 0), maxConnections: maxConnections,
                                                    idleTimeoutSeconds: idleTimeoutSeconds),
             handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
-        guard case let .tcp(_, port) = try server.start() else { throw FaultHTTP.Failure(description: "not TCP") }
+        guard case let .tcp(_, port) = try server.start() else { throw TestHTTP.Failure(description: "not TCP") }
         return (server, port)
     }
 
     /// Sends `bytes` one at a time, `interval` apart, until the server closes;
     /// returns what it answered and how long that took.
     private func drip(port: Int, _ bytes: [UInt8], everyMilliseconds interval: Int) throws -> (StrictResponse?, Double) {
-        let fd = try FaultHTTP.connect(port: port)
+        let fd = try TestHTTP.connect(port: port)
         defer { close(fd) }
         let start = monotonicSeconds()
         var answer: [UInt8] = []
@@ -29,7 +29,7 @@ struct FaultHTTPTests {
         while monotonicSeconds() - start < 15 {
             var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             if poll(&entry, 1, Int32(interval)) > 0 {
-                let rest = FaultHTTP.readUntilClosed(fd, timeoutSeconds: 5)
+                let rest = TestHTTP.readUntilClosed(fd, timeoutSeconds: 5)
                 answer = rest.bytes
                 break
             }
@@ -51,7 +51,7 @@ struct FaultHTTPTests {
         #expect(headAnswer?.status == 408)
         #expect(headSeconds < 4, "the deadline was extended by each byte: \(headSeconds) s")
         // The head is fast, the body drips.
-        let fd = try FaultHTTP.connect(port: port)
+        let fd = try TestHTTP.connect(port: port)
         defer { close(fd) }
         _ = "POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 1000\r\n\r\n".withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
         let (bodyAnswer, bodySeconds) = try drip(port: port, Array("0x1+".utf8), everyMilliseconds: 150)
@@ -67,19 +67,19 @@ struct FaultHTTPTests {
         var quiet: [Int32] = []
         defer { quiet.forEach { close($0) } }
         for i in 0..<4 {
-            let fd = try FaultHTTP.connect(port: port)
+            let fd = try TestHTTP.connect(port: port)
             quiet.append(fd)
             if i % 2 == 0 { _ = "GET /debug".withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } } // half a request
         }
         #expect(waitUntil(seconds: 5) { server.activeConnectionCount == 4 })
         // The newcomer is served: the connection idle the longest was closed to make room.
-        let served = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline")
+        let served = try TestHTTP.request(port: port, target: "/debug/pprof/cmdline")
         #expect(served.status == 200)
-        let evicted = FaultHTTP.readUntilClosed(quiet[0], timeoutSeconds: 5)
+        let evicted = TestHTTP.readUntilClosed(quiet[0], timeoutSeconds: 5)
         #expect(evicted.closed && evicted.bytes.isEmpty)
         // The server closes the others itself (408 for the half request), without their
         // help: 1 s head deadline, then at most 2 s of lingering for the client to close.
-        let halfRequest = FaultHTTP.readUntilClosed(quiet[2], timeoutSeconds: 5)
+        let halfRequest = TestHTTP.readUntilClosed(quiet[2], timeoutSeconds: 5)
         #expect(try StrictResponse.parseStream(halfRequest.bytes[...], bodyless: { _ in false }).last?.status == 408)
         #expect(waitUntil(seconds: 10) { server.activeConnectionCount == 0 })
     }
@@ -95,7 +95,7 @@ struct FaultHTTPTests {
             bytes += Array("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
         }
         bytes += Array("GET /debug/pprof/cmdline HTTP/1.1\r\nConnection: close\r\n\r\n".utf8)
-        let exchange = try FaultHTTP.exchange(port: port, bytes: bytes, halfClose: false, timeoutSeconds: 30)
+        let exchange = try TestHTTP.exchange(port: port, bytes: bytes, halfClose: false, timeoutSeconds: 30)
         #expect(exchange.closed)
         let responses = try StrictResponse.parseStream(exchange.bytes[...], bodyless: { _ in false })
         #expect(responses.count == count + 1)

@@ -98,7 +98,7 @@ struct EndpointHammer {
                     let problem: String?
                     var status = 0
                     do {
-                        let r = try FaultHTTP.request(port: port, method: method, target: target, body: body, timeoutSeconds: 30)
+                        let r = try TestHTTP.request(port: port, method: method, target: target, body: body, timeoutSeconds: 30)
                         status = r.status
                         problem = check(target, method: method, r)
                     } catch {
@@ -131,8 +131,8 @@ extension ProcessWideStateTests {
             defer { server.stop() }
             let port = try #require(server.port)
             // Symbols and DWARF load on first use: once, before the load.
-            _ = try FaultHTTP.request(port: port, target: "/debug/pprof/heap?debug=1", timeoutSeconds: 60)
-            _ = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2", timeoutSeconds: 60)
+            _ = try TestHTTP.request(port: port, target: "/debug/pprof/heap?debug=1", timeoutSeconds: 60)
+            _ = try TestHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2", timeoutSeconds: 60)
             let stop = FaultFlag()
             let operations = FaultCounter()
             var allocators: [pthread_t] = []
@@ -149,12 +149,12 @@ extension ProcessWideStateTests {
             usleep(200_000)
             let cpu = Mutex<Result<StrictResponse, any Error>?>(nil)
             let cpuThread = try #require(faultSpawn {
-                let r = Result { try FaultHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: 30) }
+                let r = Result { try TestHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: 30) }
                 cpu.withLock { $0 = r }
             })
             var others: [(String, StrictResponse)] = []
             for target in ["/debug/pprof/heap", "/debug/pprof/allocs", "/debug/pprof/goroutine?debug=2"] {
-                others.append((target, try FaultHTTP.request(port: port, target: target, timeoutSeconds: 30)))
+                others.append((target, try TestHTTP.request(port: port, target: target, timeoutSeconds: 30)))
             }
             pthread_join(cpuThread, nil)
             let cpuResponse = try #require(try cpu.withLock { $0 }?.get())
@@ -188,7 +188,7 @@ extension ProcessWideStateTests {
             // Symbol tables and DWARF are loaded on first use, under one lock:
             // the first scrape of a process pays for that; this measures the rest.
             for (method, target, _) in EndpointHammer.targets where !target.contains("seconds=") {
-                _ = try FaultHTTP.request(port: port, method: method, target: target,
+                _ = try TestHTTP.request(port: port, method: method, target: target,
                                           body: method == "POST" ? Array("0x1000".utf8) : [], timeoutSeconds: 60)
             }
             // The app: one thread computing, one allocating (two cores in all).
@@ -214,7 +214,7 @@ extension ProcessWideStateTests {
             #expect(refused * 5 < tally.requests, "\(refused) of \(tally.requests) refused with 503")
             #expect(elapsed < seconds + 90, "the hammer took \(elapsed) s: something hung")
             // Afterwards: still serving, no connection left, sampling stopped.
-            #expect(try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+            #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
             #expect(waitUntil(seconds: 10) { server.activeConnectionCount == 0 })
             #expect(waitUntil(seconds: 5) { cpuStats().mode == 0 })
             #expect(sigprofTimerCount() == 0)

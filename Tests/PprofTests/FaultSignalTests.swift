@@ -180,7 +180,7 @@ struct FaultStraySignalTests {
         }
         usleep(100_000)
         let port = try #require(server.port)
-        #expect(try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+        #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
         print("straySignalScenario: done")
     }
 }
@@ -223,14 +223,14 @@ extension ProcessWideStateTests {
             let started = monotonicSeconds()
             let cpu = Mutex<Result<StrictResponse, any Error>?>(nil)
             let cpuThread = try #require(faultSpawn {
-                let r = Result { try FaultHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: 30) }
+                let r = Result { try TestHTTP.request(port: port, target: "/debug/pprof/profile?seconds=2", timeoutSeconds: 30) }
                 cpu.withLock { $0 = r }
             })
             usleep(300_000)
             // Dumps while the profile runs: they must come back within their deadline.
             for debug in [2, 0, 1] {
                 let t0 = monotonicSeconds()
-                let r = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=\(debug)", timeoutSeconds: 30)
+                let r = try TestHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=\(debug)", timeoutSeconds: 30)
                 #expect(r.status == 200)
                 #expect(monotonicSeconds() - t0 < 5, "goroutine?debug=\(debug) took \(monotonicSeconds() - t0) s")
                 if debug == 2 {
@@ -275,7 +275,7 @@ extension ProcessWideStateTests {
             #expect(cpuStats().mode == 0 && cpuStats().timers == 0)
             #expect(sigprofTimerCount() == 0)
             // Still serving after the pending signals were delivered.
-            #expect(try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+            #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
         }
 
         @Test("fork() while a CPU profile runs: the child inherits no timer, survives SIGPROF, can profile afresh, exits 0")

@@ -15,8 +15,8 @@ extension ProcessWideStateTests {
         func selfContained() throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
-            let first = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/ui")
-            let second = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/ui")
+            let first = try TestHTTP.request(port: server.port!, target: "/debug/pprof/ui")
+            let second = try TestHTTP.request(port: server.port!, target: "/debug/pprof/ui")
             #expect(first.status == 200 && first.header("Content-Type") == "text/html; charset=utf-8")
             let policy = try #require(first.header("Content-Security-Policy"))
             #expect(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"))
@@ -26,7 +26,7 @@ extension ProcessWideStateTests {
             #expect(second.header("Content-Security-Policy") != policy, "a nonce is used once")
             #expect(!first.text.contains("http://") && !first.text.contains("https://") && !first.text.contains(" src="),
                     "nothing is loaded from anywhere")
-            let index = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/")
+            let index = try TestHTTP.request(port: server.port!, target: "/debug/pprof/")
             #expect(index.text.contains("<a href='ui'>ui</a>"))
             #expect(!index.text.contains("run GC"), "Go's gc parameter text means nothing here")
         }
@@ -35,12 +35,12 @@ extension ProcessWideStateTests {
         func bearerToken() throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0, bearerToken: "s3cret"))
             defer { server.stop() }
-            let page = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/ui")
+            let page = try TestHTTP.request(port: server.port!, target: "/debug/pprof/ui")
             #expect(page.status == 200 && !page.text.contains("s3cret"))
-            let anonymous = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/goroutine?format=json")
+            let anonymous = try TestHTTP.request(port: server.port!, target: "/debug/pprof/goroutine?format=json")
             #expect(anonymous.status == 401)
-            let authorized = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/goroutine?format=json",
-                                                       extraHeaders: ["Authorization: Bearer s3cret"])
+            let authorized = try TestHTTP.request(port: server.port!, target: "/debug/pprof/goroutine?format=json",
+                                                       headers: ["Authorization: Bearer s3cret"])
             #expect(authorized.status == 200 && authorized.text.hasPrefix("{\"sampleType\""))
         }
 

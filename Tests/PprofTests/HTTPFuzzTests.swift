@@ -284,7 +284,7 @@ extension ProcessWideStateTests {
                 let input = mutator.next()
                 connections += 1
                 let expected = expectedAnswers(to: input, configuration: configuration)
-                let exchange = try FaultHTTP.exchange(port: port, bytes: input, timeoutSeconds: 20)
+                let exchange = try TestHTTP.exchange(port: port, bytes: input, timeoutSeconds: 20)
                 guard exchange.closed else {
                     failures.append("no close within 20 s for \(HTTPFuzzTests.show(input))")
                     break
@@ -320,7 +320,7 @@ extension ProcessWideStateTests {
             #expect(connections >= 20, "only \(connections) connections within the time cap")
 
             // Still serving, and no connection thread left behind.
-            let normal = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline")
+            let normal = try TestHTTP.request(port: port, target: "/debug/pprof/cmdline")
             #expect(normal.status == 200)
             #expect(waitUntil(seconds: 10) { server.activeConnectionCount == 0 })
         }

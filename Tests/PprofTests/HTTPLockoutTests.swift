@@ -14,7 +14,7 @@ struct HTTPLockoutTests {
     private func openQuiet(_ count: Int, port: Int, prefix: String = "") throws -> [Int32] {
         var sockets: [Int32] = []
         for _ in 0..<count {
-            let fd = try FaultHTTP.connect(port: port)
+            let fd = try TestHTTP.connect(port: port)
             sockets.append(fd)
             if !prefix.isEmpty { _ = prefix.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
         }
@@ -32,7 +32,7 @@ struct HTTPLockoutTests {
         var statuses: [Int] = []
         for i in 0..<20 {
             let headers = i % 2 == 0 ? ["Authorization: Bearer t0ken"] : []
-            statuses.append(try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline", headers: headers,
+            statuses.append(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline", headers: headers,
                                                   timeoutSeconds: 10).status)
         }
         #expect(statuses == (0..<20).map { $0 % 2 == 0 ? 200 : 401 })
@@ -46,7 +46,7 @@ struct HTTPLockoutTests {
         let server = HTTPServer(configuration: configuration, handler: { request, connection in
             handler.handle(request, isCancelled: { connection.isPeerGone() })
         })
-        guard case let .tcp(_, port) = try server.start() else { throw FaultHTTP.Failure(description: "not TCP") }
+        guard case let .tcp(_, port) = try server.start() else { throw TestHTTP.Failure(description: "not TCP") }
         return (server, port)
     }
 
@@ -77,7 +77,7 @@ struct HTTPLockoutTests {
         defer { idle.forEach { close($0) } }
         #expect(waitUntil { server.activeConnectionCount == 1000 })
         let start = monotonicSeconds()
-        let response = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 10)
+        let response = try TestHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 10)
         let took = monotonicSeconds() - start
         #expect(response.status == 200)
         print("1000 idle connections: a request answered in \(Int(took * 1000)) ms")
@@ -109,7 +109,7 @@ struct HTTPLockoutTests {
         }
         var statuses: [Int] = []
         for _ in 0..<10 {
-            statuses.append(try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 10).status)
+            statuses.append(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 10).status)
         }
         #expect(statuses == Array(repeating: 200, count: 10))
     }
@@ -121,10 +121,10 @@ struct HTTPLockoutTests {
         let quiet = try openQuiet(4, port: port, prefix: "GET /debug")
         defer { quiet.forEach { close($0) } }
         #expect(waitUntil { server.activeConnectionCount == 4 })
-        let served = try FaultHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 10)
+        let served = try TestHTTP.request(port: port, target: "/debug/pprof/cmdline", timeoutSeconds: 10)
         #expect(served.status == 200)
         // The oldest quiet connection was closed, without an answer.
-        let oldest = FaultHTTP.readUntilClosed(quiet[0], timeoutSeconds: 5)
+        let oldest = TestHTTP.readUntilClosed(quiet[0], timeoutSeconds: 5)
         #expect(oldest.closed && oldest.bytes.isEmpty)
     }
 
@@ -134,11 +134,11 @@ struct HTTPLockoutTests {
         defer { server.stop() }
         let port = try #require(server.port)
         // Symbols load on first use: once, before the battery.
-        _ = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=1", timeoutSeconds: 60)
+        _ = try TestHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=1", timeoutSeconds: 60)
         let targets = ["/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=1",
                        "/debug/pprof/threadcreate", "/debug/pprof/heap", "/debug/pprof/symbol?0x1000",
                        "/debug/pprof/goroutine", "/debug/pprof/block"]
-        let failures = FaultList<String>()
+        let failures = Locked<[String]>([])
         let answered = FaultCounter()
         var threads: [pthread_t] = []
         for client in 0..<16 {
@@ -146,16 +146,16 @@ struct HTTPLockoutTests {
                 for i in 0..<20 {
                     let target = targets[(client + i) % targets.count]
                     do {
-                        let r = try FaultHTTP.request(port: port, target: target, timeoutSeconds: 60)
-                        if r.status == 200 { answered.add() } else { failures.append("\(target): \(r.status)") }
+                        let r = try TestHTTP.request(port: port, target: target, timeoutSeconds: 60)
+                        if r.status == 200 { answered.add() } else { failures.withLock { $0.append("\(target): \(r.status)") } }
                     } catch {
-                        failures.append("\(target): \(error)")
+                        failures.withLock { $0.append("\(target): \(error)") }
                     }
                 }
             }))
         }
         threads.forEach { pthread_join($0, nil) }
-        #expect(failures.all.isEmpty, "\(failures.all.count) failures: \(failures.all.prefix(5))")
+        #expect(failures.value.isEmpty, "\(failures.value.count) failures: \(failures.value.prefix(5))")
         #expect(answered.count == 320)
     }
 
@@ -180,7 +180,7 @@ struct HTTPLockoutTests {
         usleep(300_000)
         // Stuck: some tasks never got a thread (this test holds one too).
         #expect(blocked.count < width, "\(blocked.count) of \(width) blocking tasks run")
-        let status = try FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=1", timeoutSeconds: 20).status
+        let status = try TestHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=1", timeoutSeconds: 20).status
         #expect(blocked.count < width)
         release.set()
         for task in tasks { await task.value }

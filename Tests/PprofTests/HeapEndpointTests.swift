@@ -72,14 +72,14 @@ extension HeapSamplingTests {
             let (after, out) = try perSite(url, sampleIndex: "alloc_space", sites: ["heapEndpointChurn"])
             let churned = after["heapEndpointChurn"]! - before["heapEndpointChurn"]!
             #expect(abs(churned / Double(32 << 20) - 1) < 0.10, "\(churned)\n\(out.prefix(1500))")
-            let response = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/allocs")
+            let response = try TestHTTP.request(port: server.port!, target: "/debug/pprof/allocs")
             let p = try DecodedProfile(gzipped: response.body)
             #expect(p.string(p.defaultSampleType) == "alloc_space")
             #expect(p.sampleTypes.map { "\(p.string($0.type))/\(p.string($0.unit))" } ==
                     ["alloc_objects/count", "alloc_space/bytes", "inuse_objects/count", "inuse_space/bytes"])
             #expect(p.string(p.periodType.type) == "space" && p.period == 16 * 1024)
             #expect(p.samples.allSatisfy { s in s.labels.contains { p.string($0.key) == "bytes" && $0.num > 0 } })
-            let heap = try DecodedProfile(gzipped: RawHTTPClient.request(port: server.port!, target: "/debug/pprof/heap").body)
+            let heap = try DecodedProfile(gzipped: TestHTTP.request(port: server.port!, target: "/debug/pprof/heap").body)
             #expect(heap.defaultSampleType == 0)
         }
 
@@ -96,7 +96,7 @@ extension HeapSamplingTests {
                 heapEndpointChurn(rounds: 64 * 1024, size: 256) // 16 MiB during the window
             }
             worker.start()
-            let delta = try RawHTTPClient.request(port: port, target: "/debug/pprof/heap?seconds=1")
+            let delta = try TestHTTP.request(port: port, target: "/debug/pprof/heap?seconds=1")
             #expect(delta.status == 200)
             #expect(delta.header("Content-Disposition") == "attachment; filename=\"heap-delta\"")
             let path = try GoPprof.temporaryFile(delta.body, name: "heap-delta.pb.gz")
@@ -106,7 +106,7 @@ extension HeapSamplingTests {
                 churned += bytes(t.value) ?? 0
             }
             #expect(abs(churned / Double(16 << 20) - 1) < 0.15, "\(churned)")
-            let text = try RawHTTPClient.request(port: port, target: "/debug/pprof/heap?debug=1")
+            let text = try TestHTTP.request(port: port, target: "/debug/pprof/heap?debug=1")
             #expect(text.header("Content-Type") == "text/plain; charset=utf-8")
             #expect(text.text.hasPrefix("heap profile: "))
             #expect(text.text.contains("@ heap/\(2 * 16 * 1024)\n"))

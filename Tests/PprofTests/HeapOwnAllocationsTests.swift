@@ -53,10 +53,10 @@ struct HeapOwnAllocationsTests {
 
         // The built-in server (its own threads).
         for target in Self.targets {
-            #expect(try RawHTTPClient.request(port: port, target: target).status == 200, "\(target)")
+            #expect(try TestHTTP.request(port: port, target: target).status == 200, "\(target)")
         }
         let pc = "0x" + String(cpprof_heap_caller_pc(), radix: 16)
-        #expect(try RawHTTPClient.request(port: port, method: "POST", target: "/debug/pprof/symbol", body: Array(pc.utf8)).status == 200)
+        #expect(try TestHTTP.request(port: port, method: "POST", target: "/debug/pprof/symbol", body: Array(pc.utf8)).status == 200)
 
         // A handler mounted on an app's router: on this thread, and on a thread of its own.
         let handler = PprofHandler()
@@ -70,7 +70,7 @@ struct HeapOwnAllocationsTests {
         heapEndpointChurn(rounds: 128 * 1024, size: 256) // 32 MiB allocated and freed
 
         for name in ["heap", "allocs"] {
-            let response = try RawHTTPClient.request(port: port, target: "/debug/pprof/\(name)")
+            let response = try TestHTTP.request(port: port, target: "/debug/pprof/\(name)")
             // Our decoder: names, symbols and source files of every frame.
             // (It gunzips with the library's code: that is the library's work.)
             let p = try HeapSampler.ownWork { () throws in try DecodedProfile(gzipped: response.body) }

@@ -26,15 +26,15 @@ struct IntegrationAPITests {
         let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0, bearerToken: "s3cret"))
         defer { server.stop() }
         let port = try #require(server.port)
-        let none = try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline")
+        let none = try TestHTTP.request(port: port, target: "/debug/pprof/cmdline")
         #expect(none.status == 401)
         #expect(none.header("WWW-Authenticate")?.hasPrefix("Bearer") == true)
         #expect(!none.text.contains("s3cret"))
         for wrong in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "Bearer S3CRET", "bearer"] {
-            let r = try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline", extraHeaders: ["Authorization: \(wrong)"])
+            let r = try TestHTTP.request(port: port, target: "/debug/pprof/cmdline", headers: ["Authorization: \(wrong)"])
             #expect(r.status == 401, "\(wrong)")
         }
-        let ok = try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline", extraHeaders: ["Authorization: Bearer s3cret"])
+        let ok = try TestHTTP.request(port: port, target: "/debug/pprof/cmdline", headers: ["Authorization: Bearer s3cret"])
         #expect(ok.status == 200)
         #expect(BearerToken.constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
         #expect(!BearerToken.constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
@@ -86,7 +86,7 @@ struct IntegrationAPITests {
         #expect(rc == 0)
         let request = Array("GET /debug/pprof/cmdline HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        let response = try RawHTTPClient.parse(RawHTTPClient.readAll(fd))
+        let response = try TestHTTP.parse(TestHTTP.readUntilClosed(fd, timeoutSeconds: 120).bytes)
         #expect(response.status == 200)
     }
 
@@ -101,10 +101,10 @@ struct IntegrationAPITests {
             port = server.port
         }
         let bound = try #require(port)
-        #expect(try RawHTTPClient.request(port: bound, target: "/debug/pprof/cmdline").status == 200)
+        #expect(try TestHTTP.request(port: bound, target: "/debug/pprof/cmdline").status == 200)
         await group.triggerGracefulShutdown()
         try await running.value
-        #expect(throws: (any Error).self) { try RawHTTPClient.request(port: bound, target: "/debug/pprof/cmdline") }
+        #expect(throws: (any Error).self) { try TestHTTP.request(port: bound, target: "/debug/pprof/cmdline") }
     }
 
     @Test("the logger gets one info line with the bound address")
@@ -113,7 +113,7 @@ struct IntegrationAPITests {
         let logger = Logger(label: "pprof-test") { _ in RecordingLogHandler(storage: recorder) }
         let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0), logger: logger)
         defer { server.stop() }
-        _ = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/cmdline")
+        _ = try TestHTTP.request(port: server.port!, target: "/debug/pprof/cmdline")
         let lines = recorder.lines
         #expect(lines.count == 1)
         #expect(lines.first?.contains("127.0.0.1:\(server.port!)") == true)

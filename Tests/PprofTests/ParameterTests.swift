@@ -115,7 +115,7 @@ struct ParameterTests {
         #expect(rows.count > 300)
         for (target, expected) in rows {
             let path = "/debug/pprof/" + target
-            let response = try FaultHTTP.request(port: port, target: path)
+            let response = try TestHTTP.request(port: port, target: path)
             Self.check(response, expected, path)
         }
     }

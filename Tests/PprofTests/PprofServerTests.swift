@@ -11,7 +11,32 @@ struct PprofServerTests {
         let port = try #require(server.port)
         #expect(port > 0)
         #expect(server.baseURL == "http://127.0.0.1:\(port)")
-        #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+        #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+    }
+
+    @Test("boundAddress: nil until serving, the real TCP port (non-optional in the case), or the Unix path")
+    func boundAddress() throws {
+        let tcp = PprofServer(configuration: .init(host: "127.0.0.1", port: 0))
+        #expect(tcp.boundAddress == nil)
+        try tcp.start()
+        defer { tcp.stop() }
+        guard case let .tcp(host, port)? = tcp.boundAddress else {
+            Issue.record("a TCP server bound \(String(describing: tcp.boundAddress))")
+            return
+        }
+        #expect(host == "127.0.0.1" && port > 0 && port == tcp.port)
+        #expect(tcp.boundAddress?.description == "127.0.0.1:\(port)")
+        #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+        // Port taken: the one-liner's server does not serve, and says so.
+        let taken = try PprofServer.start(.init(host: "127.0.0.1", port: port))
+        #expect(taken.boundAddress == nil)
+
+        let path = "/tmp/pprof-bound-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let unix = try PprofServer.start(.init(unixSocketPath: path), required: true)
+        defer { unix.stop() }
+        #expect(unix.boundAddress == .unix(path: path))
+        #expect(unix.boundAddress?.description == "unix:\(path)")
+        #expect(unix.port == nil && unix.baseURL == nil)
     }
 
     @Test("a taken port: the one-liner logs and returns a server that does not serve; required throws addressInUse")
@@ -29,7 +54,7 @@ struct PprofServerTests {
             #expect(error.description.contains("\(port)"))
         }
         #expect(throws: PprofServerError.self) { try PprofServer(configuration: .init(host: "127.0.0.1", port: port)).start() }
-        #expect(try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline").status == 200)
+        #expect(try TestHTTP.request(port: port, target: "/debug/pprof/cmdline").status == 200)
     }
 
     @Test("a second start of the same server throws alreadyRunning")
@@ -78,6 +103,6 @@ struct PprofServerTests {
         let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
         let port = try #require(server.port)
         server.stop()
-        #expect(throws: (any Error).self) { try RawHTTPClient.request(port: port, target: "/debug/pprof/cmdline") }
+        #expect(throws: (any Error).self) { try TestHTTP.request(port: port, target: "/debug/pprof/cmdline") }
     }
 }

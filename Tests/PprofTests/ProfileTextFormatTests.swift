@@ -44,8 +44,8 @@ extension ProcessWideStateTests {
             server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
         }
 
-        func get(_ target: String, headers: [String] = []) throws -> RawHTTPResponse {
-            try RawHTTPClient.request(port: port, target: target, extraHeaders: headers)
+        func get(_ target: String, headers: [String] = []) throws -> StrictResponse {
+            try TestHTTP.request(port: port, target: target, headers: headers)
         }
 
         @Test("folded from the same data as the pprof form: every line parses, and the totals are equal per sample type")

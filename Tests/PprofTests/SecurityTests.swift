@@ -70,10 +70,10 @@ struct SecurityTests {
                        "/debug/pprof/mutex?seconds=1&debug=1", "/debug/pprof/goroutine?seconds=99999999999999999999",
                        "/debug/pprof/%2e%2e/%2e%2e/etc/passwd", "/../../etc/passwd", "/debug/pprof/../../../proc/self/maps"]
         for target in targets {
-            inspect(try FaultHTTP.request(port: port, target: target), "GET \(target)")
+            inspect(try TestHTTP.request(port: port, target: target), "GET \(target)")
         }
         for method in ["POST", "DELETE", "PUT", "PATCH", "TRACE", "CONNECT_", "get"] {
-            inspect(try FaultHTTP.request(port: port, method: method, target: "/debug/pprof/heap"), "\(method) /debug/pprof/heap")
+            inspect(try TestHTTP.request(port: port, method: method, target: "/debug/pprof/heap"), "\(method) /debug/pprof/heap")
         }
         let raw: [(String, [UInt8])] = [
             ("garbage", Array("GARBAGE\r\n\r\n".utf8)),
@@ -89,7 +89,7 @@ struct SecurityTests {
             ("invalid UTF-8", [0x47, 0x45, 0x54, 0x20, 0x2F, 0xFF, 0xFE, 0x20] + Array("HTTP/1.1\r\nX: \u{1}\r\n\r\n".utf8)),
         ]
         for (what, bytes) in raw {
-            let exchange = try FaultHTTP.exchange(port: port, bytes: bytes)
+            let exchange = try TestHTTP.exchange(port: port, bytes: bytes)
             let responses = try StrictResponse.parseStream(exchange.bytes[...], bodyless: { _ in false })
             guard let r = responses.last else {
                 problems.append("\(what): no answer")
@@ -101,7 +101,7 @@ struct SecurityTests {
         // 401 with a bearer token.
         let guarded = try PprofServer.start(.init(host: "127.0.0.1", port: 0, bearerToken: "t0ken"))
         defer { guarded.stop() }
-        let unauthorized = try FaultHTTP.request(port: try #require(guarded.port), target: "/debug/pprof/heap",
+        let unauthorized = try TestHTTP.request(port: try #require(guarded.port), target: "/debug/pprof/heap",
                                                  headers: ["Authorization: Bearer wrong"])
         inspect(unauthorized, "wrong token")
         #expect(!unauthorized.text.contains("t0ken") && !unauthorized.text.contains("wrong"))
@@ -113,19 +113,19 @@ struct SecurityTests {
                                                                       maxConnections: 1, idleTimeoutSeconds: 1),
                                handler: { request, connection in handler.handle(request, isCancelled: { connection.isPeerGone() }) })
         defer { small.stop() }
-        guard case let .tcp(_, smallPort) = try small.start() else { throw FaultHTTP.Failure(description: "not TCP") }
+        guard case let .tcp(_, smallPort) = try small.start() else { throw TestHTTP.Failure(description: "not TCP") }
         // The one connection is busy (a 2 s delta profile): the next one is refused.
-        let busy = try FaultHTTP.connect(port: smallPort)
+        let busy = try TestHTTP.connect(port: smallPort)
         _ = "GET /debug/pprof/block?seconds=2 HTTP/1.1\r\nHost: x\r\n\r\n".withCString { send(busy, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
         #expect(waitUntil { small.activeConnectionCount == 1 })
         usleep(200_000)  // the request is read and with a worker
-        let over = try FaultHTTP.exchange(port: smallPort, bytes: Array("GET /debug/pprof/ HTTP/1.1\r\n\r\n".utf8))
+        let over = try TestHTTP.exchange(port: smallPort, bytes: Array("GET /debug/pprof/ HTTP/1.1\r\n\r\n".utf8))
         if let r = try StrictResponse.parseStream(over.bytes[...], bodyless: { _ in false }).last { inspect(r, "over the limit") }
         close(busy)
         #expect(waitUntil { small.activeConnectionCount == 0 })
-        let held = try FaultHTTP.connect(port: smallPort)
+        let held = try TestHTTP.connect(port: smallPort)
         _ = "GET /debug/pprof/cmdline HTTP/1.1\r\nHost: x".withCString { send(held, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        let timedOut = FaultHTTP.readUntilClosed(held, timeoutSeconds: 10)
+        let timedOut = TestHTTP.readUntilClosed(held, timeoutSeconds: 10)
         close(held)
         if let r = try StrictResponse.parseStream(timedOut.bytes[...], bodyless: { _ in false }).last { inspect(r, "timed out") }
 
@@ -200,9 +200,9 @@ struct SecurityTests {
                        "/debug/pprof/goroutine?debug=1", "/debug/pprof/goroutine?debug=2", "/debug/pprof/threadcreate",
                        "/debug/pprof/threadcreate?debug=1", "/debug/pprof/block", "/debug/pprof/mutex?debug=1",
                        "/debug/pprof/block?seconds=1", "/debug/pprof/nope", "/debug/pprof/heap?seconds=x"] {
-            statuses.append(try FaultHTTP.request(port: port, target: target).status)
+            statuses.append(try TestHTTP.request(port: port, target: target).status)
         }
-        statuses.append(try FaultHTTP.request(port: port, method: "POST", target: "/debug/pprof/symbol", body: Array("0x1000".utf8)).status)
+        statuses.append(try TestHTTP.request(port: port, method: "POST", target: "/debug/pprof/symbol", body: Array("0x1000".utf8)).status)
         #expect(statuses.filter { $0 == 200 }.count == 16, "\(statuses)")
         print("diskScenario: served \(statuses.count) requests")
     }

@@ -49,7 +49,7 @@ extension ProcessWideStateTests {
             #expect(parked.map(\.value).compactMap(Int.init).reduce(0, +) >= 5, "\(out.prefix(3000))")
             // The DWARF unwinder crossed glibc: read's caller is there, not just the leaf.
             #expect(parked.contains { $0.functions.first?.contains("threadEndpointParkedReader") == false })
-            let response = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/goroutine")
+            let response = try TestHTTP.request(port: server.port!, target: "/debug/pprof/goroutine")
             #expect(response.header("Content-Disposition") == "attachment; filename=\"goroutine\"")
             let p = try DecodedProfile(gzipped: response.body)
             #expect(p.sampleTypes.map { "\(p.string($0.type))/\(p.string($0.unit))" } == ["goroutine/count"])
@@ -64,7 +64,7 @@ extension ProcessWideStateTests {
             defer { release() }
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
-            let r = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/goroutine?debug=1")
+            let r = try TestHTTP.request(port: server.port!, target: "/debug/pprof/goroutine?debug=1")
             #expect(r.header("Content-Type") == "text/plain; charset=utf-8")
             #expect(r.text.hasPrefix("goroutine profile: total "))
             #expect(r.text.contains("threadEndpointParkedReader"))
@@ -80,7 +80,7 @@ extension ProcessWideStateTests {
             defer { release() }
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
-            let r = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/goroutine?debug=2")
+            let r = try TestHTTP.request(port: server.port!, target: "/debug/pprof/goroutine?debug=2")
             let blocks = r.text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
             let taskCount = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
             #expect(blocks.count >= taskCount - 5 && blocks.count <= taskCount + 5, "\(blocks.count) blocks, \(taskCount) threads")
@@ -106,7 +106,7 @@ extension ProcessWideStateTests {
             }
             starter.start()
             defer { releaseBox.value?() }
-            let r = try RawHTTPClient.request(port: port, target: "/debug/pprof/goroutine?seconds=1")
+            let r = try TestHTTP.request(port: port, target: "/debug/pprof/goroutine?seconds=1")
             #expect(r.header("Content-Disposition") == "attachment; filename=\"goroutine-delta\"")
             let path = try GoPprof.temporaryFile(r.body, name: "goroutine-delta.pb.gz")
             let traces = GoPprof.parseTraces(try GoPprof.run(["-traces", path]))
@@ -125,7 +125,7 @@ extension ProcessWideStateTests {
             // Foundation's Thread.start made them, called from parkThreads.
             let fromHere = GoPprof.parseTraces(out).filter { $0.functions.contains { $0.contains("parkThreads") } }
             #expect(fromHere.compactMap { Int($0.value) }.reduce(0, +) >= 3, "\(out.prefix(3000))")
-            let text = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/threadcreate?debug=1")
+            let text = try TestHTTP.request(port: server.port!, target: "/debug/pprof/threadcreate?debug=1")
             #expect(text.text.hasPrefix("threadcreate profile: total "))
         }
 
@@ -133,7 +133,7 @@ extension ProcessWideStateTests {
         func indexCounts() throws {
             let server = try PprofServer.start(.init(host: "127.0.0.1", port: 0))
             defer { server.stop() }
-            let html = try RawHTTPClient.request(port: server.port!, target: "/debug/pprof/").text
+            let html = try TestHTTP.request(port: server.port!, target: "/debug/pprof/").text
             #expect(html.contains("<a href='goroutine?debug=1'>goroutine</a>"))
             #expect(html.contains("<a href='threadcreate?debug=1'>threadcreate</a>"))
             #expect(html.contains("<a href='heap?debug=1'>heap</a>") && html.contains("<a href='allocs?debug=1'>allocs</a>"))

@@ -172,12 +172,12 @@ struct WallProfileTests {
         let dumper = try #require(faultSpawn {
             usleep(500_000)
             for _ in 0..<20 {
-                _ = try? FaultHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2")
+                _ = try? TestHTTP.request(port: port, target: "/debug/pprof/goroutine?debug=2")
                 usleep(350_000)
             }
         })
         let slept0 = wallSleptNanoseconds.load(ordering: .relaxed), computed0 = wallComputedNanoseconds.load(ordering: .relaxed)
-        let response = try FaultHTTP.request(port: port, target: "/debug/fgprof?seconds=10", timeoutSeconds: 60)
+        let response = try TestHTTP.request(port: port, target: "/debug/fgprof?seconds=10", timeoutSeconds: 60)
         let slept = wallSleptNanoseconds.load(ordering: .relaxed) - slept0
         let computed = wallComputedNanoseconds.load(ordering: .relaxed) - computed0
         pthread_join(dumper, nil)
@@ -236,7 +236,7 @@ struct WallProfileTests {
         #expect(top.contains("wallComputePart"), "\(top.prefix(3000))")
 
         // Folded: `frames count` lines.
-        let folded = try FaultHTTP.request(port: port, target: "/debug/fgprof?seconds=1&format=folded")
+        let folded = try TestHTTP.request(port: port, target: "/debug/fgprof?seconds=1&format=folded")
         #expect(folded.status == 200)
         let lines = String(decoding: folded.body, as: UTF8.self).split(separator: "\n")
         #expect(!lines.isEmpty)

@@ -32,7 +32,25 @@ struct PprofEndpoints: Sendable {
     }
 
     /// `isCancelled` tells a long request (a CPU profile) that its client left.
+    /// A request that reads profiles or symbols runs only when the memory it
+    /// may need is there (`MemoryHeadroom`); else it gets 503.
     func handle(_ request: HTTPRequest, isCancelled: @escaping () -> Bool = { false }) -> HTTPResponse {
+        if Self.lightPaths.contains(request.path) { return route(request, isCancelled: isCancelled) }
+        return MemoryHeadroom.withReservation(MemoryHeadroom.requestBytes) { route(request, isCancelled: isCancelled) }
+            ?? Self.outOfMemory()
+    }
+
+    /// Pages that allocate little (fixed text): answered without the memory check.
+    static let lightPaths: Set<String> = [prefix + FlameGraphPage.name, prefix + "cmdline"]
+
+    /// The answer when the memory a request may need is not there.
+    static func outOfMemory() -> HTTPResponse {
+        var response = HTTPResponse.pprofError(503, "pprof: not enough memory for this request now (the process is near its address-space limit); try again later")
+        response.headers.append(("Retry-After", "5"))
+        return response
+    }
+
+    private func route(_ request: HTTPRequest, isCancelled: @escaping () -> Bool) -> HTTPResponse {
         let path = request.path
         if path == FgprofEndpoint.path {
             guard request.method == "GET" || request.method == "HEAD" else { return .methodNotAllowed(allow: "GET, HEAD") }

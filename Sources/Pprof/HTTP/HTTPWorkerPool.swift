@@ -3,8 +3,10 @@
 /// every thread's stack or symbolise thousands of addresses.
 ///
 /// - At most `maxWorkers` threads, started when work waits and no thread is
-///   free, kept for the life of the server (each waits on a condition
-///   variable when there is nothing to do).
+///   free, and when the memory for one more is there (`MemoryHeadroom`: a
+///   thread's stack and a request's estimate; else the job waits for a
+///   running thread). A thread idle for `idleMilliseconds` ends, giving its
+///   stack back; the last one stays.
 /// - Jobs run in the order they came, except that a client (peer address)
 ///   never has more than `maxPerClient` jobs running: its next one waits,
 ///   and jobs of other clients go first.
@@ -24,6 +26,7 @@ final class HTTPWorkerPool: @unchecked Sendable {
 
     private let maxWorkers: Int
     private let maxPerClient: Int
+    private let idleMilliseconds: Int
     private let lock = ConditionLock()
     // Guarded by `lock`.
     private var queue: [Job] = []
@@ -32,10 +35,12 @@ final class HTTPWorkerPool: @unchecked Sendable {
     private var busy = 0
     private var stopped = false
 
-    init(maxWorkers: Int, maxPerClient: Int) {
+    init(maxWorkers: Int, maxPerClient: Int, idleMilliseconds: Int = 5000) {
         self.maxWorkers = max(1, maxWorkers)
         self.maxPerClient = max(1, maxPerClient)
+        self.idleMilliseconds = max(1, idleMilliseconds)
     }
+
 
     /// Queues a job, starting a thread for it if none is free. Returns false
     /// (the job is not queued) when the pool is stopped, or has no thread at
@@ -51,6 +56,15 @@ final class HTTPWorkerPool: @unchecked Sendable {
         }
         guard let spawn else { return false }
         guard spawn else { return true }
+        // Short of memory, a pool with a thread leaves the job to it.
+        if !MemoryHeadroom.isAvailable(MemoryHeadroom.threadBytes + MemoryHeadroom.requestBytes) {
+            let hasThread = lock.withLock {
+                guard workers > 1 else { return false }
+                workers -= 1
+                return true
+            }
+            if hasThread { return true }
+        }
         if case .success = PThread.spawn(name: "pprof-worker", joinable: false, { [self] in work() }) {
             return true
         }
@@ -102,7 +116,11 @@ final class HTTPWorkerPool: @unchecked Sendable {
                     busy += 1
                     return job
                 }
-                lock.wait()
+                if !lock.wait(milliseconds: idleMilliseconds), workers > 1,
+                   !queue.contains(where: { running[$0.client, default: 0] < maxPerClient }) {
+                    workers -= 1  // idle: give the stack back
+                    return nil
+                }
             }
         }
     }

@@ -26,7 +26,7 @@ public final class PprofServer: Sendable {
     public let configuration: Configuration
     private let logger: Logger?
     private let http: HTTPServer
-    private let bound = Mutex<ListenAddress?>(nil)
+    private let bound = Mutex<BoundAddress?>(nil)
     /// Why the environment could not be applied, thrown by ``start()``.
     private let environmentError: PprofServerError?
     /// False when `PPROF_ENABLED` switched serving off.
@@ -147,19 +147,23 @@ public final class PprofServer: Sendable {
         if sigprof != 0 {
             warn("pprof could not install its SIGPROF handler (errno \(sigprof))", ["errno": "\(sigprof)"])
         }
-        let address: ListenAddress
+        let listening: ListenAddress
         do {
-            address = try http.start()
+            listening = try http.start()
         } catch let error as HTTPServerError {
             throw PprofServerError(error)
         } catch {
             throw PprofServerError(kind: .system, message: "\(error)")
         }
+        let address: BoundAddress = switch listening {
+        case let .tcp(host, port): .tcp(host: host, port: port)
+        case let .unix(path): .unix(path: path)
+        }
         bound.withLock { $0 = address }
-        logger?.info("pprof server listening", metadata: ["address": "\(Self.describe(address))"])
+        logger?.info("pprof server listening", metadata: ["address": "\(address)"])
         if case let .tcp(host, _) = address, !HostCheck.isLoopbackName(host.lowercased()) {
-            warn("pprof server listens on a non-loopback address \(Self.describe(address)); profiles reveal code and data",
-                 ["address": "\(Self.describe(address))", "bearer_token": "\(configuration.bearerToken != nil)"])
+            warn("pprof server listens on a non-loopback address \(address); profiles reveal code and data",
+                 ["address": "\(address)", "bearer_token": "\(configuration.bearerToken != nil)"])
         }
     }
 
@@ -184,31 +188,49 @@ public final class PprofServer: Sendable {
     /// could not start, or that `PPROF_ENABLED` switched off, is not serving).
     public var isServing: Bool { bound.withLock { $0 != nil } }
 
+    /// Where a started server listens.
+    public enum BoundAddress: Sendable, Hashable, CustomStringConvertible {
+        /// A TCP address: the numeric host, and the real port (the one the
+        /// kernel picked when the configuration asked for port 0; never 0).
+        case tcp(host: String, port: Int)
+        /// A Unix-domain socket.
+        case unix(path: String)
+
+        /// `host:port` (`[v6]:port`), or `unix:path`, as `Configuration(listenAddress:)` reads it.
+        public var description: String {
+            switch self {
+            case let .tcp(host, port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            case let .unix(path): return "unix:\(path)"
+            }
+        }
+    }
+
+    /// Where the server listens: nil exactly when it is not serving (before
+    /// ``start()``, after a failed start, or switched off by `PPROF_ENABLED`).
+    /// A TCP server's port is the case's non-optional `port`:
+    ///
+    /// ```swift
+    /// let pprof = try PprofServer.start(.init(port: 0), required: true)
+    /// if case let .tcp(_, port)? = pprof.boundAddress { print("pprof on port \(port)") }
+    /// ```
+    public var boundAddress: BoundAddress? { bound.withLock { $0 } }
+
     /// Whether ``start()`` has succeeded.
     package var isStarted: Bool { isServing }
 
     /// Connections being served now (for tests).
     var activeConnectionCount: Int { http.activeConnectionCount }
 
-    /// The port the server listens on once started (the real one when the
-    /// configuration asked for port 0); nil before ``start()`` and for Unix sockets.
+    /// ``boundAddress``'s port, for a TCP server that is serving (the real
+    /// one when the configuration asked for port 0); nil otherwise.
     public var port: Int? {
-        bound.withLock { if case let .tcp(_, port) = $0 { return port } else { return nil } }
+        if case let .tcp(_, port)? = boundAddress { return port } else { return nil }
     }
 
     /// The `http://host:port` base URL once started; nil before ``start()``
     /// and for Unix sockets.
     public var baseURL: String? {
-        bound.withLock { address in
-            guard case let .tcp(host, port) = address else { return nil }
-            return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
-        }
-    }
-
-    private static func describe(_ address: ListenAddress) -> String {
-        switch address {
-        case let .tcp(host, port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        case let .unix(path): return "unix:\(path)"
-        }
+        guard case let .tcp(host, port)? = boundAddress else { return nil }
+        return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
     }
 }

@@ -59,7 +59,8 @@ final class Symbolizer: Sendable {
     func frames(at address: UInt64) -> [SymbolizedFrame] {
         let interval = rescanInterval
         let (frames, loaded) = state.withLock { state in
-            (state.frames(at: address, rescanInterval: interval), state.takeLoadedTables())
+            defer { state.failedNow = [] }
+            return (state.frames(at: address, rescanInterval: interval), state.takeLoadedTables())
         }
         if loaded { Self.returnFreedMemory() }
         return frames
@@ -72,6 +73,7 @@ final class Symbolizer: Sendable {
     func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
         let interval = rescanInterval
         let (table, loaded) = state.withLock { state in
+            defer { state.failedNow = [] }
             var table: [UInt64: [SymbolizedFrame]] = [:]
             table.reserveCapacity(addresses.count)
             for address in addresses where table[address] == nil {
@@ -95,6 +97,7 @@ final class Symbolizer: Sendable {
     /// in the symbol table) in the loaded objects that `accept` selects.
     func functionRanges(named symbol: String, in accept: (LoadedObject) -> Bool) -> [Range<UInt64>] {
         state.withLock { state in
+            defer { state.failedNow = [] }
             if state.generation == nil || DynamicLoader.generation() != state.generation { state.scan() }
             var ranges: [Range<UInt64>] = []
             for object in state.objects where accept(object) {
@@ -124,6 +127,7 @@ final class Symbolizer: Sendable {
             }
             let keepInfo = !transient
             state.withLock { state in
+                defer { state.failedNow = [] }
                 if state.symbolTables[object] == nil { state.remember(loaded.symbols, of: object) }
                 if let info, keepInfo, state.symbolTables[object] != nil, state.debugInfo[object] == nil {
                     state.debugInfo[object] = info
@@ -186,6 +190,10 @@ private struct State {
     var debugInfo: [LoadedObject: DebugInfo] = [:]
     /// Objects whose symbols came from a separate debug file.
     var symbolsFromDebugFile: Set<LoadedObject> = []
+    /// Objects that failed to load for a reason that may pass, during the
+    /// lookups under this acquisition of the lock: not tried again for
+    /// each address of a batch (each try maps the file again).
+    var failedNow: Set<LoadedObject> = []
     var generation: LoaderGeneration?
     var lastScan: ContinuousClock.Instant?
     var frameCache: [UInt64: [SymbolizedFrame]] = [:]
@@ -260,6 +268,10 @@ private struct State {
 
     mutating func symbols(of object: LoadedObject) -> FunctionSymbolTable? {
         if let known = symbolTables[object] { return known }
+        if failedNow.contains(object) {
+            transientFailures += 1
+            return nil
+        }
         let loaded = Self.loadSymbols(of: object)
         remember(loaded, of: object)
         loadedTables = true
@@ -271,6 +283,7 @@ private struct State {
     mutating func remember(_ loaded: LoadedSymbols, of object: LoadedObject) {
         if loaded.transientFailure {
             transientFailures += 1  // this time the exported names only, if any
+            failedNow.insert(object)
             return
         }
         symbolTables[object] = .some(loaded.table)
@@ -283,6 +296,10 @@ private struct State {
         var transient = false
         if let file = MappedFile(path: object.openPath, transientFailure: &transient),
            let elf = ELFImage(bytes: file.bytes) {
+            // Tables grow with the file; without the memory, read it later.
+            guard MemoryHeadroom.isAvailable(file.bytes.count) else {
+                return LoadedSymbols(table: nil, fromDebugFile: false, transientFailure: true)
+            }
             // A file replaced on disk since it was loaded would give wrong names.
             let fileID = elf.buildID
             if object.buildID.isEmpty || fileID.isEmpty || fileID == object.buildID {
@@ -298,6 +315,9 @@ private struct State {
                                      fromDebugFile: false, transientFailure: transient)
             }
         }
+        if let memory = object.memoryImage, !MemoryHeadroom.isAvailable(Int(clamping: memory.count)) {
+            return LoadedSymbols(table: nil, fromDebugFile: false, transientFailure: true)
+        }
         if let memory = object.memoryImage, let start = UnsafeRawPointer(bitPattern: UInt(memory.start)),
            let elf = ELFImage(bytes: UnsafeRawBufferPointer(start: start, count: Int(memory.count))) {
             return LoadedSymbols(table: FunctionSymbolTable(image: elf, file: nil), fromDebugFile: false,
@@ -308,6 +328,10 @@ private struct State {
 
     mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
         if let known = debugInfo[object] { return known }
+        if failedNow.contains(object) {
+            transientFailures += 1
+            return .empty
+        }
         loadedTables = true
         var transient = false
         let info = Self.loadDebugInfo(of: object, symbols: symbols,
@@ -315,6 +339,7 @@ private struct State {
         // Symbols from the loaded image (the file could not be mapped this time) have no DWARF.
         if transient || symbolTables[object] == nil {
             transientFailures += 1
+            failedNow.insert(object)
         } else {
             debugInfo[object] = info
         }
@@ -324,6 +349,10 @@ private struct State {
     /// Reads an object's DWARF (static, for `Symbolizer.preload()`).
     static func loadDebugInfo(of object: LoadedObject, symbols: FunctionSymbolTable, fromDebugFile: Bool,
                               transientFailure: inout Bool) -> DebugInfo {
+        guard MemoryHeadroom.isAvailable(symbols.image.bytes.count) else {
+            transientFailure = true
+            return .empty
+        }
         if fromDebugFile { return DebugInfo(image: symbols.image, inlinedFrames: false) ?? .empty }
         return DebugInfo(image: symbols.image)
             ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transientFailure) ?? .empty
