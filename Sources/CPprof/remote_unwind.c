@@ -36,9 +36,11 @@
 // --- images mapped now ------------------------------------------------------
 
 typedef struct text_range { uintptr_t lo, hi, eh_frame_hdr; } text_range;
-typedef struct load_range { uintptr_t lo, hi; } load_range;
+typedef struct load_range { uintptr_t lo, hi; int writable; } load_range;
 
 static text_range *texts;
+static unsigned long long listed_adds, listed_subs;
+static int listed; // texts, loads, the line cache and libunwind's cache describe the images mapped now
 static size_t text_count, text_cap;
 static load_range *loads;
 static size_t load_count, load_cap;
@@ -64,7 +66,7 @@ static int collect_image(struct dl_phdr_info *info, size_t size, void *unused) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD || ph->p_memsz == 0) continue;
         uintptr_t lo = base + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (grow((void **)&loads, &load_cap, load_count, sizeof *loads)) loads[load_count++] = (load_range){lo, hi};
+        if (grow((void **)&loads, &load_cap, load_count, sizeof *loads)) loads[load_count++] = (load_range){lo, hi, (ph->p_flags & PF_W) != 0};
         if ((ph->p_flags & PF_X) && grow((void **)&texts, &text_cap, text_count, sizeof *texts))
             texts[text_count++] = (text_range){lo, hi, eh};
     }
@@ -91,15 +93,18 @@ static const text_range *find_text(uintptr_t ip) {
     return lo < text_count && texts[lo].lo <= ip ? &texts[lo] : NULL;
 }
 
-static int is_loaded(uintptr_t addr, size_t len) {
+// The segment holding [addr, addr + len), or NULL.
+static const load_range *loaded_range(uintptr_t addr, size_t len) {
     size_t lo = 0, hi = load_count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (loads[mid].hi <= addr) lo = mid + 1;
         else hi = mid;
     }
-    return lo < load_count && loads[lo].lo <= addr && addr + len <= loads[lo].hi;
+    return lo < load_count && loads[lo].lo <= addr && addr + len <= loads[lo].hi ? &loads[lo] : NULL;
 }
+
+static int is_loaded(uintptr_t addr, size_t len) { return loaded_range(addr, len) != NULL; }
 
 // --- fault-safe reads of image memory ------------------------------------------
 
@@ -129,18 +134,29 @@ static int fetch_line(uintptr_t base, uint8_t *dst) {
 }
 
 static int safe_read(uintptr_t addr, void *dst, size_t len) {
-    if (!is_loaded(addr, len)) return -1;
+    const load_range *range = loaded_range(addr, len);
+    if (range == NULL) return -1;
     uint8_t *out = dst;
     while (len > 0) {
         uintptr_t base = addr & ~(uintptr_t)(LINE_BYTES - 1);
-        cache_line *line = &cache[(base / LINE_BYTES) % LINE_COUNT];
-        if (line->tag != base + 1) {
-            if (fetch_line(base, line->data) != 0) { line->tag = 0; return -1; }
-            line->tag = base + 1;
+        const uint8_t *data;
+        uint8_t fresh[LINE_BYTES];
+        if (range->writable) {
+            // Lines live across batches: only read-only segments (code,
+            // unwind tables) go through them; writable ones are read afresh.
+            if (fetch_line(base, fresh) != 0) return -1;
+            data = fresh;
+        } else {
+            cache_line *line = &cache[(base / LINE_BYTES) % LINE_COUNT];
+            if (line->tag != base + 1) {
+                if (fetch_line(base, line->data) != 0) { line->tag = 0; return -1; }
+                line->tag = base + 1;
+            }
+            data = line->data;
         }
         size_t off = addr - base, n = LINE_BYTES - off;
         if (n > len) n = len;
-        memcpy(out, line->data + off, n);
+        memcpy(out, data + off, n);
         out += n;
         addr += n;
         len -= n;
@@ -153,9 +169,13 @@ static int safe_read(uintptr_t addr, void *dst, size_t len) {
 typedef struct unwind_ctx {
     const cpprof_stack_copy *copy;
     uint64_t regs[CPPROF_NREGS];
-    int hit_copy_end;      // a read fell just past the copied bytes
+    int hit_copy_end;      // a read fell just past the bytes the stack offers
+    int incomplete;        // a read fell in [stack_len, full_len): offered, not copied
 } unwind_ctx;
 
+// Every bound below is the stack's full length (full_len), never the bytes
+// copied: an unwind that reads only copied bytes then takes the same steps
+// as one over the whole copy.
 static int read_stack(unwind_ctx *ctx, uintptr_t addr, void *dst, size_t len) {
     const cpprof_stack_copy *c = ctx->copy;
     if (addr >= c->stack_addr && addr - c->stack_addr <= c->stack_len &&
@@ -163,8 +183,9 @@ static int read_stack(unwind_ctx *ctx, uintptr_t addr, void *dst, size_t len) {
         memcpy(dst, c->bytes + (addr - c->stack_addr), len);
         return 0;
     }
-    if (addr >= c->stack_addr + c->stack_len && addr < c->stack_addr + c->stack_len + (1u << 20))
-        ctx->hit_copy_end = 1;
+    uint64_t end = c->stack_addr + c->full_len;
+    if (addr >= c->stack_addr && addr < end) ctx->incomplete = 1;
+    else if (addr >= end && addr < end + (1u << 20)) ctx->hit_copy_end = 1;
     return -1;
 }
 
@@ -212,7 +233,7 @@ static int follows_call(uint64_t ret) {
 
 static int find_frame_record(unwind_ctx *ctx, uint64_t sp, uint64_t *fp_out) {
     const cpprof_stack_copy *c = ctx->copy;
-    uint64_t end = c->stack_addr + c->stack_len;
+    uint64_t end = c->stack_addr + c->full_len;
     uint64_t limit = sp + SCAN_BYTES < end ? sp + SCAN_BYTES : end;
     for (uint64_t at = (sp + 7) & ~(uint64_t)7; at + 16 <= limit; at += 8) {
         uint64_t frame[2];
@@ -321,7 +342,7 @@ static int acc_access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val,
     if (write) return -UNW_EINVAL;
     const cpprof_stack_copy *c = ctx->copy;
     // Anything in or near the thread's stack comes from the copy or not at all.
-    if (addr + sizeof *val > c->stack_addr - 4096 && addr < c->stack_addr + c->stack_len + (1u << 20))
+    if (addr + sizeof *val > c->stack_addr - 4096 && addr < c->stack_addr + c->full_len + (1u << 20))
         return read_stack(ctx, (uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
     return safe_read((uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
 }
@@ -394,23 +415,49 @@ void cpprof_unwind_reset_after_fork(void) {
     lu.ok = 0;
     lu.as = NULL;
 #endif
+    listed = 0;
 }
 
 // --- batch ------------------------------------------------------------------
 
+// The loader's counts of objects ever loaded and unloaded: both unchanged
+// means the same images at the same addresses as at the last batch.
+static int read_load_counts(struct dl_phdr_info *info, size_t size, void *out) {
+    unsigned long long *counts = out;
+    if (size < offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) return 1;
+    counts[0] = info->dlpi_adds;
+    counts[1] = info->dlpi_subs;
+    counts[2] = 1;
+    return 1; // the first object is enough
+}
+
 int cpprof_unwind_begin(void) {
     self_pid = getpid();
-    text_count = load_count = 0;
-    dl_iterate_phdr(collect_image, NULL);
-    qsort(texts, text_count, sizeof *texts, by_lo_text);
-    qsort(loads, load_count, sizeof *loads, by_lo_load);
-    if (cache == NULL) cache = calloc(LINE_COUNT, sizeof *cache);
-    else memset(cache, 0, LINE_COUNT * sizeof *cache);
+    // A wall-clock profile unwinds ~100 batches a second: the image list and
+    // both caches are kept while no object was loaded or unloaded since the
+    // last batch (the loader's adds/subs counters), rebuilt otherwise.
+    unsigned long long counts[3] = {0, 0, 0};
+    dl_iterate_phdr(read_load_counts, counts);
+    int same = listed && counts[2] && counts[0] == listed_adds && counts[1] == listed_subs;
+    if (!same) {
+        listed = 0;
+        text_count = load_count = 0;
+        dl_iterate_phdr(collect_image, NULL);
+        qsort(texts, text_count, sizeof *texts, by_lo_text);
+        qsort(loads, load_count, sizeof *loads, by_lo_load);
+        if (cache == NULL) cache = calloc(LINE_COUNT, sizeof *cache);
+        else memset(cache, 0, LINE_COUNT * sizeof *cache);
+    }
     if (cache == NULL) return 0;
 #if CPPROF_HAVE_LIBUNWIND
     load_libunwind();
     if (!lu.ok) return 0;
-    if (lu.flush_cache) lu.flush_cache(lu.as, 0, 0);
+    if (!same) {
+        if (lu.flush_cache) lu.flush_cache(lu.as, 0, 0);
+        listed = counts[2];
+        listed_adds = counts[0];
+        listed_subs = counts[1];
+    }
     return dwarf_enabled;
 #else
     return 0;
@@ -426,14 +473,16 @@ void cpprof_unwind_end(void) {
 }
 
 uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max, uint8_t *unwinder,
-                            uint8_t *truncated) {
+                            uint8_t *truncated, uint8_t *incomplete) {
     *unwinder = CPPROF_UNWIND_NONE;
     *truncated = 0;
+    *incomplete = 0;
     if (max == 0) return 0;
     unwind_ctx ctx;
     ctx.copy = copy;
     memcpy(ctx.regs, copy->regs, sizeof ctx.regs);
     ctx.hit_copy_end = 0;
+    ctx.incomplete = 0;
     uint32_t depth = 0;
     pcs[depth++] = copy->regs[CPPROF_REG_RIP];
     uint64_t fp = copy->regs[CPPROF_REG_RBP];
@@ -474,6 +523,7 @@ uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32
             *unwinder = *unwinder == CPPROF_UNWIND_DWARF ? CPPROF_UNWIND_DWARF_THEN_FP : CPPROF_UNWIND_FRAME_POINTERS;
     }
     if (depth == max || (!finished && ctx.hit_copy_end)) *truncated = 1;
+    *incomplete = (uint8_t)ctx.incomplete;
     return depth;
 }
 
