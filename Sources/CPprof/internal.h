@@ -90,6 +90,21 @@ uint32_t cpprof_walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t 
 uint32_t cpprof_walk_frames_async(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
                                   uint64_t *pcs, uint32_t max, int32_t reader, cpprof_async_capture *capture);
 
+// --- image_memory.c: the images mapped now, read without faulting ---
+typedef struct cpprof_text_range { uintptr_t lo, hi, eh_frame_hdr; } cpprof_text_range;
+// Starts a batch: lists the images again if an object was loaded or
+// unloaded since the last batch (*changed = 1). 0 if out of memory.
+int cpprof_images_begin(int *changed);
+void cpprof_images_end(void);
+// The next batch lists the images again (in a fork child).
+void cpprof_images_forget(void);
+// The executable segment holding ip, or NULL.
+const cpprof_text_range *cpprof_image_text(uintptr_t ip);
+// 1 if [addr, addr + len) lies in one loaded segment.
+int cpprof_image_loaded(uintptr_t addr, size_t len);
+// Copies [addr, addr + len) of a loaded segment into dst: 0, or -1 (never faults).
+int cpprof_image_read(uintptr_t addr, void *dst, size_t len);
+
 // --- remote_unwind.c: unwinding a copied stack outside any signal handler ---
 // Registers in DWARF / libunwind numbering (x86_64): rax rdx rcx rbx rsi rdi
 // rbp rsp r8..r15 rip.
