@@ -8,7 +8,7 @@
 # uses. `objdump -dr` gives every direct call and tail jump, with the symbol of
 # each relocation. From the handler entry point (sigprof_handler in
 # sigprof.c, the one SIGPROF handler, which dispatches to cpu_sampler.c and
-# thread_dump.c by name) the call graph is followed
+# dump_slots.c by name) the call graph is followed
 # through every function defined in these objects; each function outside
 # them must be in ALLOW. Indirect calls are allowed only where the handlers
 # pass a foreign SIGPROF on to the handler installed before ours (the
@@ -36,7 +36,7 @@ if [ -z "$CC" ] || [ ! -x "$CC" ] || [ ! -x "$OBJDUMP" ]; then
 fi
 
 # Every file with code a handler reaches.
-FILES=(async_walk sigprof cpu_sampler frame_walk sample_ring stack_map thread_dump thread_stack)
+FILES=(async_walk dump_slots sigprof cpu_sampler frame_walk sample_ring stack_map thread_stack)
 ROOTS=(sigprof_handler)
 # Outside our objects, only these: async-signal-safe or raw system calls.
 #   __errno_location  errno, saved and restored by each handler

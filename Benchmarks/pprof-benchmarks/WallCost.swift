@@ -38,7 +38,7 @@ enum WallCost {
                     } while monotonicNanoseconds() - t0 < 50_000
                     nanosleep(&ts, nil)
                 }
-                _ = sink.add(x, ordering: .relaxed)
+                _ = sink.wrappingAdd(x, ordering: .relaxed)
             }
         }
         sleepNanoseconds(500_000_000)

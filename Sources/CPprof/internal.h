@@ -90,6 +90,21 @@ uint32_t cpprof_walk_frames(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t 
 uint32_t cpprof_walk_frames_async(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
                                   uint64_t *pcs, uint32_t max, int32_t reader, cpprof_async_capture *capture);
 
+// --- image_memory.c: the images mapped now, read without faulting ---
+typedef struct cpprof_text_range { uintptr_t lo, hi, eh_frame_hdr; } cpprof_text_range;
+// Starts a batch: lists the images again if an object was loaded or
+// unloaded since the last batch (*changed = 1). 0 if out of memory.
+int cpprof_images_begin(int *changed);
+void cpprof_images_end(void);
+// The next batch lists the images again (in a fork child).
+void cpprof_images_forget(void);
+// The executable segment holding ip, or NULL.
+const cpprof_text_range *cpprof_image_text(uintptr_t ip);
+// 1 if [addr, addr + len) lies in one loaded segment.
+int cpprof_image_loaded(uintptr_t addr, size_t len);
+// Copies [addr, addr + len) of a loaded segment into dst: 0, or -1 (never faults).
+int cpprof_image_read(uintptr_t addr, void *dst, size_t len);
+
 // --- remote_unwind.c: unwinding a copied stack outside any signal handler ---
 // Registers in DWARF / libunwind numbering (x86_64): rax rdx rcx rbx rsi rdi
 // rbp rsp r8..r15 rip.
@@ -101,6 +116,7 @@ typedef struct cpprof_stack_copy {
     uint64_t regs[CPPROF_NREGS];
     uint64_t stack_addr;      // address in the thread where the copy starts
     uint64_t stack_len;       // bytes copied
+    uint64_t full_len;        // bytes the stack offers (> stack_len: only its start was copied)
     const uint8_t *bytes;     // the copy
     int only_sp_pc;           // 1: read from /proc; only rsp and rip are known
 } cpprof_stack_copy;
@@ -111,9 +127,12 @@ int cpprof_unwind_begin(void);
 void cpprof_unwind_end(void);
 // In a fork child: forget libunwind's address space (its cache lock may be held).
 void cpprof_unwind_reset_after_fork(void);
-// Unwinds one copy into pcs (pcs[0] = rip). Returns the depth.
+// Unwinds one copy into pcs (pcs[0] = rip). Returns the depth. *incomplete
+// is set to 1 if the unwind wanted bytes in [stack_len, full_len), which were
+// not copied: the result is then not the whole copy's; with every byte it
+// read present, it is exactly what a copy of full_len bytes gives.
 uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
-                            uint8_t *unwinder, uint8_t *truncated);
+                            uint8_t *unwinder, uint8_t *truncated, uint8_t *incomplete);
 // Bounds of the function holding addr, from its FDE (inside a batch). 1 if found.
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
 
@@ -128,6 +147,13 @@ int cpprof_proc_syscall(int task_dir, int32_t tid, cpprof_proc_regs *out);
 // Copies [sp, sp + cap), cut at the end of sp's mapping, into dst with
 // process_vm_readv. Returns the bytes copied; 0 if nothing could be read.
 size_t cpprof_proc_copy_stack(uint64_t sp, uint8_t *dst, size_t cap);
+// How many bytes cpprof_proc_copy_stack(sp, _, cap) would try to copy.
+size_t cpprof_proc_stack_len(uint64_t sp, size_t cap);
+// 1: keep TID/syscall files open between reads (a wall-clock profile), at
+// most an eighth of RLIMIT_NOFILE; 0: close them all. Under the dump lock.
+void cpprof_proc_keep_files(int keep);
+// In a fork child: close the parent's kept files.
+void cpprof_proc_forget_files_after_fork(void);
 // 0 once process_vm_readv was refused (seccomp): callers signal instead.
 int cpprof_proc_available(void);
 struct cpprof_thread_info;
@@ -163,7 +189,7 @@ cpprof_sigaction_fn cpprof_internal_sigprof_handler(void);
 // The recognisers the dispatcher calls, in this order. Each returns 1 if the
 // signal was its own (and handles it), 0 otherwise. Async-signal-safe.
 int cpprof_cpu_on_sigprof(siginfo_t *info, void *uctx); // cpu_sampler.c
-int cpprof_dump_on_sigprof(siginfo_t *info, void *uctx); // thread_dump.c
+int cpprof_dump_on_sigprof(siginfo_t *info, void *uctx); // dump_slots.c
 // si_value of the CPU timers' signals (cpu_sampler.c; bench_hooks.c fakes one).
 int cpprof_internal_timer_cookie(void);
 

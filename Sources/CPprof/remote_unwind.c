@@ -9,21 +9,16 @@
 //    for the rest of the process (the Swift runtime, C++ exceptions).
 //  - Stack reads are served from the copy only; reading the live stack would
 //    mix in frames written after the capture.
-//  - Other reads must fall inside a PT_LOAD segment of an image listed by
-//    dl_iterate_phdr at the start of this batch, and are done with
-//    process_vm_readv (or a pipe), which report EFAULT instead of faulting:
-//    a library dlclose'd meanwhile yields an error, never a crash.
+//  - Other reads go through image_memory.c: only inside a loaded segment,
+//    never faulting (a library dlclose'd meanwhile yields an error).
 //  - The address space is private to this file and used by one batch at a
 //    time, so libunwind's caches and locks are never shared with a handler.
 #include "internal.h"
 #include "include/cpprof_threads.h"
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <link.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #if __has_include(<libunwind.h>)
@@ -33,129 +28,18 @@
 #define CPPROF_HAVE_LIBUNWIND 0
 #endif
 
-// --- images mapped now ------------------------------------------------------
-
-typedef struct text_range { uintptr_t lo, hi, eh_frame_hdr; } text_range;
-typedef struct load_range { uintptr_t lo, hi; } load_range;
-
-static text_range *texts;
-static size_t text_count, text_cap;
-static load_range *loads;
-static size_t load_count, load_cap;
-
-static int grow(void **array, size_t *cap, size_t count, size_t elem) {
-    if (count < *cap) return 1;
-    size_t n = *cap ? *cap * 2 : 256;
-    void *bigger = realloc(*array, n * elem);
-    if (bigger == NULL) return 0;
-    *array = bigger;
-    *cap = n;
-    return 1;
-}
-
-static int collect_image(struct dl_phdr_info *info, size_t size, void *unused) {
-    (void)unused;
-    if (size < offsetof(struct dl_phdr_info, dlpi_phnum) + sizeof info->dlpi_phnum) return 0;
-    uintptr_t base = (uintptr_t)info->dlpi_addr;
-    uintptr_t eh = 0;
-    for (int i = 0; i < info->dlpi_phnum; i++)
-        if (info->dlpi_phdr[i].p_type == PT_GNU_EH_FRAME) eh = base + info->dlpi_phdr[i].p_vaddr;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD || ph->p_memsz == 0) continue;
-        uintptr_t lo = base + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (grow((void **)&loads, &load_cap, load_count, sizeof *loads)) loads[load_count++] = (load_range){lo, hi};
-        if ((ph->p_flags & PF_X) && grow((void **)&texts, &text_cap, text_count, sizeof *texts))
-            texts[text_count++] = (text_range){lo, hi, eh};
-    }
-    return 0;
-}
-
-static int by_lo_text(const void *a, const void *b) {
-    uintptr_t x = ((const text_range *)a)->lo, y = ((const text_range *)b)->lo;
-    return x < y ? -1 : x > y;
-}
-
-static int by_lo_load(const void *a, const void *b) {
-    uintptr_t x = ((const load_range *)a)->lo, y = ((const load_range *)b)->lo;
-    return x < y ? -1 : x > y;
-}
-
-static const text_range *find_text(uintptr_t ip) {
-    size_t lo = 0, hi = text_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (texts[mid].hi <= ip) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < text_count && texts[lo].lo <= ip ? &texts[lo] : NULL;
-}
-
-static int is_loaded(uintptr_t addr, size_t len) {
-    size_t lo = 0, hi = load_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (loads[mid].hi <= addr) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < load_count && loads[lo].lo <= addr && addr + len <= loads[lo].hi;
-}
-
-// --- fault-safe reads of image memory ------------------------------------------
-
-#define LINE_BYTES 256
-#define LINE_COUNT 1024
-typedef struct cache_line { uintptr_t tag; uint8_t data[LINE_BYTES]; } cache_line;
-static cache_line *cache;       // direct-mapped; tag = line address + 1
-static pid_t self_pid;
-static int use_pipe;            // process_vm_readv refused (seccomp, old kernel)
-static int pipe_fds[2] = {-1, -1};
-
-// Reads one aligned line; 0 or -1. Never faults.
-static int fetch_line(uintptr_t base, uint8_t *dst) {
-    if (!use_pipe) {
-        struct iovec local = {dst, LINE_BYTES}, remote = {(void *)base, LINE_BYTES};
-        ssize_t r = process_vm_readv(self_pid, &local, 1, &remote, 1, 0);
-        if (r == LINE_BYTES) return 0;
-        if (r >= 0 || (errno != ENOSYS && errno != EPERM)) return -1;
-        use_pipe = 1;
-    }
-    if (pipe_fds[0] < 0 && pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
-    // write() reports EFAULT for an unmapped source instead of faulting.
-    ssize_t w = write(pipe_fds[1], (const void *)base, LINE_BYTES);
-    if (w <= 0) return -1;
-    ssize_t r = read(pipe_fds[0], dst, (size_t)w);
-    return (w == LINE_BYTES && r == LINE_BYTES) ? 0 : -1;
-}
-
-static int safe_read(uintptr_t addr, void *dst, size_t len) {
-    if (!is_loaded(addr, len)) return -1;
-    uint8_t *out = dst;
-    while (len > 0) {
-        uintptr_t base = addr & ~(uintptr_t)(LINE_BYTES - 1);
-        cache_line *line = &cache[(base / LINE_BYTES) % LINE_COUNT];
-        if (line->tag != base + 1) {
-            if (fetch_line(base, line->data) != 0) { line->tag = 0; return -1; }
-            line->tag = base + 1;
-        }
-        size_t off = addr - base, n = LINE_BYTES - off;
-        if (n > len) n = len;
-        memcpy(out, line->data + off, n);
-        out += n;
-        addr += n;
-        len -= n;
-    }
-    return 0;
-}
-
 // --- frame pointers over the copy --------------------------------------------
 
 typedef struct unwind_ctx {
     const cpprof_stack_copy *copy;
     uint64_t regs[CPPROF_NREGS];
-    int hit_copy_end;      // a read fell just past the copied bytes
+    int hit_copy_end;      // a read fell just past the bytes the stack offers
+    int incomplete;        // a read fell in [stack_len, full_len): offered, not copied
 } unwind_ctx;
 
+// Every bound below is the stack's full length (full_len), never the bytes
+// copied: an unwind that reads only copied bytes then takes the same steps
+// as one over the whole copy.
 static int read_stack(unwind_ctx *ctx, uintptr_t addr, void *dst, size_t len) {
     const cpprof_stack_copy *c = ctx->copy;
     if (addr >= c->stack_addr && addr - c->stack_addr <= c->stack_len &&
@@ -163,8 +47,9 @@ static int read_stack(unwind_ctx *ctx, uintptr_t addr, void *dst, size_t len) {
         memcpy(dst, c->bytes + (addr - c->stack_addr), len);
         return 0;
     }
-    if (addr >= c->stack_addr + c->stack_len && addr < c->stack_addr + c->stack_len + (1u << 20))
-        ctx->hit_copy_end = 1;
+    uint64_t end = c->stack_addr + c->full_len;
+    if (addr >= c->stack_addr && addr < end) ctx->incomplete = 1;
+    else if (addr >= end && addr < end + (1u << 20)) ctx->hit_copy_end = 1;
     return -1;
 }
 
@@ -199,9 +84,9 @@ static uint32_t walk_copy(unwind_ctx *ctx, uint64_t fp, uint64_t min_fp, uint64_
 // 1 if the bytes before `ret` end with a call instruction (E8 rel32, or FF /2
 // in its register, memory and displacement forms, REX prefix or not).
 static int follows_call(uint64_t ret) {
-    if (ret < 8 || find_text((uintptr_t)ret) == NULL) return 0;
+    if (ret < 8 || cpprof_image_text((uintptr_t)ret) == NULL) return 0;
     uint8_t code[8];
-    if (safe_read((uintptr_t)ret - 8, code, sizeof code) != 0) return 0;
+    if (cpprof_image_read((uintptr_t)ret - 8, code, sizeof code) != 0) return 0;
     if (code[8 - 5] == 0xE8) return 1;
     for (int k = 2; k <= 7; k++) {
         uint8_t op = code[8 - k], modrm = code[8 - k + 1];
@@ -212,7 +97,7 @@ static int follows_call(uint64_t ret) {
 
 static int find_frame_record(unwind_ctx *ctx, uint64_t sp, uint64_t *fp_out) {
     const cpprof_stack_copy *c = ctx->copy;
-    uint64_t end = c->stack_addr + c->stack_len;
+    uint64_t end = c->stack_addr + c->full_len;
     uint64_t limit = sp + SCAN_BYTES < end ? sp + SCAN_BYTES : end;
     for (uint64_t at = (sp + 7) & ~(uint64_t)7; at + 16 <= limit; at += 8) {
         uint64_t frame[2];
@@ -264,11 +149,11 @@ static int read_encoded(uintptr_t *p, uint8_t enc, uintptr_t datarel_base, uint6
     uint64_t v;
     size_t size;
     switch (enc & 0x0f) {
-    case 0x00: case 0x04: case 0x0c: { uint64_t x; if (safe_read(at, &x, 8)) return -1; v = x; size = 8; break; }
-    case 0x03: { uint32_t x; if (safe_read(at, &x, 4)) return -1; v = x; size = 4; break; }
-    case 0x0b: { int32_t x; if (safe_read(at, &x, 4)) return -1; v = (uint64_t)(int64_t)x; size = 4; break; }
-    case 0x02: { uint16_t x; if (safe_read(at, &x, 2)) return -1; v = x; size = 2; break; }
-    case 0x0a: { int16_t x; if (safe_read(at, &x, 2)) return -1; v = (uint64_t)(int64_t)x; size = 2; break; }
+    case 0x00: case 0x04: case 0x0c: { uint64_t x; if (cpprof_image_read(at, &x, 8)) return -1; v = x; size = 8; break; }
+    case 0x03: { uint32_t x; if (cpprof_image_read(at, &x, 4)) return -1; v = x; size = 4; break; }
+    case 0x0b: { int32_t x; if (cpprof_image_read(at, &x, 4)) return -1; v = (uint64_t)(int64_t)x; size = 4; break; }
+    case 0x02: { uint16_t x; if (cpprof_image_read(at, &x, 2)) return -1; v = x; size = 2; break; }
+    case 0x0a: { int16_t x; if (cpprof_image_read(at, &x, 2)) return -1; v = (uint64_t)(int64_t)x; size = 2; break; }
     default: return -1;
     }
     switch (enc & 0x70) {
@@ -284,16 +169,16 @@ static int read_encoded(uintptr_t *p, uint8_t enc, uintptr_t datarel_base, uint6
 
 static int acc_find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t *pi, int need_unwind_info,
                               void *arg) {
-    const text_range *t = find_text((uintptr_t)ip);
+    const cpprof_text_range *t = cpprof_image_text((uintptr_t)ip);
     if (t == NULL || t->eh_frame_hdr == 0) return -UNW_ENOINFO;
     uint8_t hdr[4]; // version, eh_frame_ptr_enc, fde_count_enc, table_enc
-    if (safe_read(t->eh_frame_hdr, hdr, sizeof hdr) != 0) return -UNW_ENOINFO;
+    if (cpprof_image_read(t->eh_frame_hdr, hdr, sizeof hdr) != 0) return -UNW_ENOINFO;
     if (hdr[0] != 1 || hdr[3] != PE_SDATA4_DATAREL) return -UNW_ENOINFO; // no binary-search table
     uintptr_t p = t->eh_frame_hdr + 4;
     uint64_t eh_frame, fde_count;
     if (read_encoded(&p, hdr[1], t->eh_frame_hdr, &eh_frame) != 0) return -UNW_ENOINFO;
     if (read_encoded(&p, hdr[2], t->eh_frame_hdr, &fde_count) != 0) return -UNW_ENOINFO;
-    if (!is_loaded(p, (size_t)fde_count * 8)) return -UNW_ENOINFO;
+    if (!cpprof_image_loaded(p, (size_t)fde_count * 8)) return -UNW_ENOINFO;
     unw_dyn_info_t di;
     memset(&di, 0, sizeof di);
     di.format = UNW_INFO_FORMAT_REMOTE_TABLE;
@@ -321,9 +206,9 @@ static int acc_access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val,
     if (write) return -UNW_EINVAL;
     const cpprof_stack_copy *c = ctx->copy;
     // Anything in or near the thread's stack comes from the copy or not at all.
-    if (addr + sizeof *val > c->stack_addr - 4096 && addr < c->stack_addr + c->stack_len + (1u << 20))
+    if (addr + sizeof *val > c->stack_addr - 4096 && addr < c->stack_addr + c->full_len + (1u << 20))
         return read_stack(ctx, (uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
-    return safe_read((uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
+    return cpprof_image_read((uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
 }
 
 static int acc_access_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *val, int write, void *arg) {
@@ -379,7 +264,7 @@ static void load_libunwind(void) {
     if (!create || !lu.init_remote || !lu.step || !lu.get_reg || !lu.search_table) return;
     lu.as = create(&accessors, 0);
     if (lu.as == NULL) return;
-    // The cache belongs to this private address space; flushed every batch.
+    // The cache belongs to this private address space; flushed when the images change.
     if (caching) caching(lu.as, UNW_CACHE_GLOBAL);
     if (cache_size) cache_size(lu.as, 1024, 0);
     lu.ok = 1; // the handle stays open for the life of the process
@@ -394,53 +279,48 @@ void cpprof_unwind_reset_after_fork(void) {
     lu.ok = 0;
     lu.as = NULL;
 #endif
+    cpprof_images_forget();
 }
 
 // --- batch ------------------------------------------------------------------
 
+static int images_ok; // the image list and its memory cache are usable in this batch
+
 int cpprof_unwind_begin(void) {
-    self_pid = getpid();
-    text_count = load_count = 0;
-    dl_iterate_phdr(collect_image, NULL);
-    qsort(texts, text_count, sizeof *texts, by_lo_text);
-    qsort(loads, load_count, sizeof *loads, by_lo_load);
-    if (cache == NULL) cache = calloc(LINE_COUNT, sizeof *cache);
-    else memset(cache, 0, LINE_COUNT * sizeof *cache);
-    if (cache == NULL) return 0;
+    int changed = 0;
+    images_ok = cpprof_images_begin(&changed);
+    if (!images_ok) return 0;
 #if CPPROF_HAVE_LIBUNWIND
     load_libunwind();
     if (!lu.ok) return 0;
-    if (lu.flush_cache) lu.flush_cache(lu.as, 0, 0);
+    // libunwind's caches hold what it parsed from the images: kept while they are.
+    if (changed && lu.flush_cache) lu.flush_cache(lu.as, 0, 0);
     return dwarf_enabled;
 #else
     return 0;
 #endif
 }
 
-void cpprof_unwind_end(void) {
-    if (pipe_fds[0] >= 0) {
-        close(pipe_fds[0]);
-        close(pipe_fds[1]);
-        pipe_fds[0] = pipe_fds[1] = -1;
-    }
-}
+void cpprof_unwind_end(void) { cpprof_images_end(); }
 
 uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max, uint8_t *unwinder,
-                            uint8_t *truncated) {
+                            uint8_t *truncated, uint8_t *incomplete) {
     *unwinder = CPPROF_UNWIND_NONE;
     *truncated = 0;
+    *incomplete = 0;
     if (max == 0) return 0;
     unwind_ctx ctx;
     ctx.copy = copy;
     memcpy(ctx.regs, copy->regs, sizeof ctx.regs);
     ctx.hit_copy_end = 0;
+    ctx.incomplete = 0;
     uint32_t depth = 0;
     pcs[depth++] = copy->regs[CPPROF_REG_RIP];
     uint64_t fp = copy->regs[CPPROF_REG_RBP];
     uint64_t min_fp = copy->regs[CPPROF_REG_RSP];
     int finished = 0;
 #if CPPROF_HAVE_LIBUNWIND
-    if (lu.ok && dwarf_enabled && cache != NULL) {
+    if (lu.ok && dwarf_enabled && images_ok) {
         unw_cursor_t cursor;
         if (lu.init_remote(&cursor, lu.as, &ctx) == 0) {
             *unwinder = CPPROF_UNWIND_DWARF;
@@ -474,12 +354,13 @@ uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32
             *unwinder = *unwinder == CPPROF_UNWIND_DWARF ? CPPROF_UNWIND_DWARF_THEN_FP : CPPROF_UNWIND_FRAME_POINTERS;
     }
     if (depth == max || (!finished && ctx.hit_copy_end)) *truncated = 1;
+    *incomplete = (uint8_t)ctx.incomplete;
     return depth;
 }
 
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end) {
 #if CPPROF_HAVE_LIBUNWIND
-    if (!lu.ok || cache == NULL) return 0;
+    if (!lu.ok || !images_ok) return 0;
     cpprof_stack_copy none;
     memset(&none, 0, sizeof none);
     unwind_ctx ctx;

@@ -86,6 +86,7 @@ typedef struct cpprof_thread_dump_stats {
     uint32_t read_blocked;   // threads read from /proc while blocked (not signalled)
     uint32_t signalled;      // threads sent a dump signal
     uint32_t unchanged;      // threads that had not run since the previous dump: nothing read
+    uint32_t completed;      // blocked threads whose unwind needed more than their first 8 KiB copied
 } cpprof_thread_dump_stats;
 
 /// Dumps every thread of the process. Dumps are serialized: a concurrent
@@ -103,6 +104,11 @@ int cpprof_threads_sample(const int32_t *tids, size_t count_in, int32_t deadline
                           cpprof_thread_info **out, size_t *count, cpprof_thread_dump_stats *stats);
 
 void cpprof_threads_free(cpprof_thread_info *infos);
+
+/// Brackets a wall-clock profile (1 at its start, 0 at its end): while any runs,
+/// the /proc files cpprof_threads_sample reads stay open between ticks (at
+/// most an eighth of RLIMIT_NOFILE, 256 at most), and are closed at its end.
+void cpprof_threads_sampling(int active);
 
 /// The signal thread dumps use (SIGPROF: libdispatch blocks real-time
 /// signals in its worker threads, and the threads they create inherit that),

@@ -31,6 +31,7 @@ enum WallProfiler {
         var readFromProc = 0
         var signalled = 0
         var unchanged = 0
+        var completed = 0
         var withoutStack = 0
         var threadsMax = 0
     }
@@ -47,6 +48,9 @@ enum WallProfiler {
         let start = Clock.monotonicNanoseconds()
         let end = start &+ seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue
         let me = cpprof_gettid()
+        // The /proc files read every tick stay open until the profile ends.
+        cpprof_threads_sampling(1)
+        defer { cpprof_threads_sampling(0) }
         var threads = ThreadStates(start: start)
         var counters = Counters()
         var tids: [Int32] = []
@@ -84,7 +88,7 @@ enum WallProfiler {
         data.durationNanos = stopped - start
         data.comments = [
             "swift-pprof: wall-clock profile at \(hz) Hz per thread: ticks=\(counters.ticks) threads_max=\(counters.threadsMax) samples=\(counters.samples)",
-            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
+            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first 8 KiB=\(counters.completed)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
         ]
         if counters.threadsMax > maxThreadsPerTick {
             data.comments.append("swift-pprof: more than \(maxThreadsPerTick) threads: each tick sampled \(maxThreadsPerTick) of them in turn; each thread's wall time is its window, shared by its samples")
@@ -107,6 +111,7 @@ enum WallProfiler {
         counters.readFromProc += Int(stats.read_blocked)
         counters.signalled += Int(stats.signalled)
         counters.unchanged += Int(stats.unchanged)
+        counters.completed += Int(stats.completed)
         var exited = Set<Int32>()
         for i in 0..<count {
             let tid = infos[i].tid
@@ -144,6 +149,9 @@ enum WallProfiler {
 private struct ThreadStates {
     struct State {
         var key: ProfileData.Key
+        /// Hash of the raw frames `key` was made from: an equal hash is the
+        /// same stack, and no new key is built for it.
+        var stackHash: Int
         /// `key` was captured on a CPU (signalled), not blocked.
         var onCPU: Bool
         /// The thread's CPU time when `key`'s stack was captured.
@@ -164,27 +172,30 @@ private struct ThreadStates {
 
     mutating func record(_ info: inout cpprof_thread_info, unchanged: Bool, at now: Int64, into data: inout ProfileData) {
         let tid = info.tid
-        // Unchanged since the dumper's last capture, and that capture is ours.
-        if unchanged, states[tid]?.cpuNanoseconds == info.cpu_ns {
-            states[tid]!.pending += 1
-            states[tid]!.lastSample = now
+        let onCPU = info.status == Int32(CPPROF_THREAD_ANSWERED.rawValue)
+        if let index = states.index(forKey: tid) {
+            // Mutated in place: a copy of the state would copy its counts too.
+            let sameCapture = unchanged && states.values[index].cpuNanoseconds == info.cpu_ns
+            let stackHash = sameCapture ? states.values[index].stackHash : Self.stackHash(&info)
+            if sameCapture || stackHash == states.values[index].stackHash {
+                // The stack it was last seen in (it may have run in between).
+                states.values[index].pending += 1
+            } else {
+                let key = Self.key(of: &info)
+                states.values[index].counts[states.values[index].key, default: 0] += states.values[index].pending
+                states.values[index].key = key
+                states.values[index].stackHash = stackHash
+                states.values[index].pending = 1
+            }
+            states.values[index].onCPU = onCPU
+            states.values[index].cpuNanoseconds = info.cpu_ns
+            states.values[index].lastSample = now
             return
         }
-        let key = Self.key(of: &info)
-        let onCPU = info.status == Int32(CPPROF_THREAD_ANSWERED.rawValue)
-        if var state = states[tid] {
-            state.counts[state.key, default: 0] += state.pending
-            state.key = key
-            state.onCPU = onCPU
-            state.cpuNanoseconds = info.cpu_ns
-            state.pending = 1
-            state.lastSample = now
-            states[tid] = state
-        } else {
-            // First seen: its time counts from the start, or one period back if it is new.
-            let first = presentAtStart.contains(tid) ? start : now - WallProfiler.periodNanoseconds
-            states[tid] = State(key: key, onCPU: onCPU, cpuNanoseconds: info.cpu_ns, pending: 1, firstSample: first, lastSample: now)
-        }
+        // First seen: its time counts from the start, or one period back if it is new.
+        let first = presentAtStart.contains(tid) ? start : now - WallProfiler.periodNanoseconds
+        states[tid] = State(key: Self.key(of: &info), stackHash: Self.stackHash(&info), onCPU: onCPU,
+                            cpuNanoseconds: info.cpu_ns, pending: 1, firstSample: first, lastSample: now)
     }
 
     /// A thread without a stack this tick: on a CPU but it did not answer in
@@ -195,18 +206,17 @@ private struct ThreadStates {
     /// a CPU, else in an empty stack labelled `stack=not captured`.
     mutating func missing(_ info: inout cpprof_thread_info, at now: Int64) {
         let tid = info.tid
-        if var state = states[tid] {
-            state.lastSample = now
-            if state.onCPU {
-                state.pending += 1
+        if let index = states.index(forKey: tid) {
+            states.values[index].lastSample = now
+            if states.values[index].onCPU {
+                states.values[index].pending += 1
             } else {
-                state.counts[Self.notCaptured(Self.threadName(&info.name)), default: 0] += 1
+                states.values[index].counts[Self.notCaptured(Self.threadName(&info.name)), default: 0] += 1
             }
-            states[tid] = state
         } else {
             let first = presentAtStart.contains(tid) ? start : now - WallProfiler.periodNanoseconds
-            var state = State(key: Self.notCaptured(Self.threadName(&info.name)), onCPU: false, cpuNanoseconds: -2, pending: 1,
-                              firstSample: first, lastSample: now)
+            var state = State(key: Self.notCaptured(Self.threadName(&info.name)), stackHash: 0, onCPU: false,
+                              cpuNanoseconds: -2, pending: 1, firstSample: first, lastSample: now)
             state.counts = [:]
             states[tid] = state
         }
@@ -245,6 +255,15 @@ private struct ThreadStates {
         }
         return ProfileData.Key(addresses: GoroutineProfile.adjusted(stack),
                                labels: [SampleLabel(key: "thread_name", string: threadName(&info.name))])
+    }
+
+    private static func stackHash(_ info: inout cpprof_thread_info) -> Int {
+        let depth = Int(info.depth)
+        var hasher = Hasher()
+        hasher.combine(depth)
+        withUnsafeBytes(of: &info.pcs) { raw in hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw.prefix(depth * 8))) }
+        withUnsafeBytes(of: &info.name) { raw in hasher.combine(bytes: raw) } // the name is in the key's labels
+        return hasher.finalize()
     }
 
     private static func threadName<T>(_ name: inout T) -> String {
