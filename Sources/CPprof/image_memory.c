@@ -70,24 +70,14 @@ static int by_lo_load(const void *a, const void *b) {
 }
 
 const cpprof_text_range *cpprof_image_text(uintptr_t ip) {
-    size_t lo = 0, hi = text_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (texts[mid].hi <= ip) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < text_count && texts[lo].lo <= ip ? &texts[lo] : NULL;
+    size_t i = cpprof_range_index(texts, text_count, sizeof *texts, ip);
+    return i < text_count ? &texts[i] : NULL;
 }
 
 // The segment holding [addr, addr + len), or NULL.
 static const load_range *loaded_range(uintptr_t addr, size_t len) {
-    size_t lo = 0, hi = load_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (loads[mid].hi <= addr) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < load_count && loads[lo].lo <= addr && addr + len <= loads[lo].hi ? &loads[lo] : NULL;
+    size_t i = cpprof_range_index(loads, load_count, sizeof *loads, addr);
+    return i < load_count && addr + len <= loads[i].hi ? &loads[i] : NULL;
 }
 
 int cpprof_image_loaded(uintptr_t addr, size_t len) { return loaded_range(addr, len) != NULL; }

@@ -11,6 +11,21 @@
 
 #define CPPROF_TLS __thread __attribute__((tls_model("initial-exec")))
 
+// The index in ranges[0, n) of the range holding addr, or n. Each element,
+// `stride` bytes long, starts with two uintptr_t: its first address and one
+// past its last. The ranges are sorted and disjoint. Pure: async-signal-safe.
+// (The stack map's regions and the image list's segments share this search.)
+static inline size_t cpprof_range_index(const void *ranges, size_t n, size_t stride, uintptr_t addr) {
+    const char *base = (const char *)ranges;
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (((const uintptr_t *)(const void *)(base + mid * stride))[1] <= addr) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && ((const uintptr_t *)(const void *)(base + lo * stride))[0] <= addr ? lo : n;
+}
+
 // --- sample_ring.c: bounded lock-free multi-producer queue of samples ---
 int cpprof_ring_init(void);           // allocates once; 0 or errno
 // Claims a free cell; NULL when the ring is full. Async-signal-safe.

@@ -101,13 +101,8 @@ void cpprof_stackmap_clear(void) {
 
 // The region of r[0, n) (sorted, disjoint) holding addr, or NULL.
 static const region *find(const region *r, size_t n, uintptr_t addr) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (r[mid].end <= addr) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && r[lo].start <= addr ? &r[lo] : NULL;
+    size_t i = cpprof_range_index(r, n, sizeof *r, addr);
+    return i < n ? &r[i] : NULL;
 }
 
 int cpprof_stackmap_region_end(uintptr_t sp, uintptr_t *end) {
