@@ -80,7 +80,7 @@ struct HTTPServerTests {
         client.send("HEAD /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         let (bytes, eof) = client.readToEnd()
         #expect(eof)
-        let parsed = RawResponse.parse(bytes[...], bodyless: true)
+        let parsed = StrictResponse.first(bytes[...], bodyless: true)
         #expect(parsed?.0.status == 200)
         #expect(parsed?.0.header("Content-Length") == "5")
         #expect(parsed?.0.header("X-Method") == "HEAD")
@@ -115,7 +115,7 @@ struct HTTPServerTests {
         old.send("GET /old HTTP/1.0\r\n\r\n")
         let (bytes, eof) = old.readToEnd()
         #expect(eof)
-        #expect(RawResponse.parse(bytes[...], bodyless: false)?.0.text == "/old")
+        #expect(StrictResponse.first(bytes[...], bodyless: false)?.0.text == "/old")
 
         let oldKeepAlive = try RawClient(address)
         oldKeepAlive.send("GET /k1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -157,7 +157,7 @@ struct HTTPServerTests {
         client.send(request)
         let (bytes, eof) = client.readToEnd()
         #expect(eof, "connection closed")
-        let response = RawResponse.parse(bytes[...], bodyless: false)?.0
+        let response = StrictResponse.first(bytes[...], bodyless: false)?.0
         #expect(response?.status == 400)
         #expect(response?.header("Content-Type") == "text/plain; charset=utf-8")
         #expect(response?.header("X-Content-Type-Options") == "nosniff")
@@ -221,7 +221,7 @@ struct HTTPServerTests {
         tooBig.send("POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\n" + String(repeating: "z", count: 17))
         let (bytes, eof) = tooBig.readToEnd()
         #expect(eof)
-        #expect(RawResponse.parse(bytes[...], bodyless: false)?.0.status == 413)
+        #expect(StrictResponse.first(bytes[...], bodyless: false)?.0.status == 413)
 
         let fits = try RawClient(address)
         fits.send("POST / HTTP/1.1\r\nContent-Length: 16\r\n\r\n" + String(repeating: "y", count: 16))
@@ -430,7 +430,7 @@ struct HTTPServerTests {
         extra.send("GET /extra HTTP/1.1\r\nHost: t\r\n\r\n")
         let (bytes, eof) = extra.readToEnd()
         #expect(eof)
-        let response = RawResponse.parse(bytes[...], bodyless: false)?.0
+        let response = StrictResponse.first(bytes[...], bodyless: false)?.0
         #expect(response?.status == 503)
         #expect(response?.reason == "Service Unavailable")
         #expect(response?.header("Content-Type") == "text/plain; charset=utf-8")
@@ -477,7 +477,7 @@ struct HTTPServerTests {
             // an answer and EOF here were not waiting for a deadline.
             let (bytes, eof) = client.readToEnd()
             #expect(eof, "\(request)")
-            #expect(RawResponse.parse(bytes[...], bodyless: false)?.0.status == 400, "\(request)")
+            #expect(StrictResponse.first(bytes[...], bodyless: false)?.0.status == 400, "\(request)")
         }
     }
 
@@ -492,7 +492,7 @@ struct HTTPServerTests {
         partial.send("GET /never-finished HTTP/1.1\r\nHost:")
         let (bytes, eof) = partial.readToEnd()
         #expect(eof)
-        #expect(RawResponse.parse(bytes[...], bodyless: false)?.0.status == 408)
+        #expect(StrictResponse.first(bytes[...], bodyless: false)?.0.status == 408)
     }
 
     @Test func handlerHeadersAreSanitised() throws {

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import Testing
 
 @testable import Pprof
 
@@ -11,46 +12,6 @@ import Synchronization
 
 struct ClientError: Error, CustomStringConvertible {
     let description: String
-}
-
-/// One parsed response.
-struct RawResponse {
-    var status: Int
-    var reason: String
-    var headers: [(name: String, value: String)]
-    var body: [UInt8]
-
-    func header(_ name: String) -> String? {
-        headers.first { $0.name.lowercased() == name.lowercased() }?.value
-    }
-
-    var text: String { String(decoding: body, as: UTF8.self) }
-
-    /// Parses one response at the start of `bytes`; nil if incomplete.
-    static func parse(_ bytes: ArraySlice<UInt8>, bodyless: Bool) -> (RawResponse, consumed: Int)? {
-        let terminator: [UInt8] = Array("\r\n\r\n".utf8)
-        guard bytes.count >= 4,
-              let end = (bytes.startIndex...(bytes.endIndex - 4)).first(where: {
-                  Array(bytes[$0..<($0 + 4)]) == terminator
-              }) else { return nil }
-        let head = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
-        var lines = head.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
-        let statusLine = lines.removeFirst()
-        let parts = statusLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2, parts[0] == "HTTP/1.1", let status = Int(parts[1]) else { return nil }
-        var response = RawResponse(status: status, reason: parts.count > 2 ? String(parts[2]) : "",
-                                   headers: [], body: [])
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let value = line[line.index(after: colon)...].drop(while: { $0 == " " })
-            response.headers.append((String(line[..<colon]), String(value)))
-        }
-        let bodyStart = end + 4
-        let length = bodyless ? 0 : Int(response.header("Content-Length") ?? "0") ?? 0
-        guard bytes.endIndex - bodyStart >= length else { return nil }
-        response.body = Array(bytes[bodyStart..<(bodyStart + length)])
-        return (response, bodyStart + length - bytes.startIndex)
-    }
 }
 
 /// A blocking client socket with a 10 s receive timeout.
@@ -159,11 +120,12 @@ final class RawClient {
         }
     }
 
-    /// Reads `count` responses (fewer if the server closes first).
-    func readResponses(_ count: Int, bodyless: Bool = false) -> [RawResponse] {
-        var responses: [RawResponse] = []
+    /// Reads `count` responses (fewer if the server closes first, or if one
+    /// is malformed: that is recorded as a test issue).
+    func readResponses(_ count: Int, bodyless: Bool = false) -> [StrictResponse] {
+        var responses: [StrictResponse] = []
         while responses.count < count {
-            if let (response, consumed) = RawResponse.parse(pending[...], bodyless: bodyless) {
+            if let (response, consumed) = StrictResponse.first(pending[...], bodyless: bodyless) {
                 responses.append(response)
                 pending.removeFirst(consumed)
                 continue
@@ -173,7 +135,7 @@ final class RawClient {
         return responses
     }
 
-    func readResponse(bodyless: Bool = false) throws -> RawResponse {
+    func readResponse(bodyless: Bool = false) throws -> StrictResponse {
         guard let response = readResponses(1, bodyless: bodyless).first else {
             throw ClientError(description: "no response")
         }
@@ -329,10 +291,29 @@ struct StrictResponse: Sendable {
     }
 
     private static func parseOne(_ bytes: ArraySlice<UInt8>, bodyless: Bool) throws -> (StrictResponse, Int) {
-        let crlfcrlf: [UInt8] = [13, 10, 13, 10]
-        guard let end = bytes.firstRange(of: crlfcrlf) else {
-            throw Malformed(description: "incomplete head: \(String(decoding: bytes.prefix(200), as: UTF8.self).debugDescription)")
+        guard let parsed = try parsePrefix(bytes, bodyless: bodyless) else {
+            throw Malformed(description: "incomplete: \(String(decoding: bytes.prefix(200), as: UTF8.self).debugDescription)")
         }
+        return parsed
+    }
+
+    /// The first response in `bytes`, or nil if it is malformed (recorded as
+    /// a test issue) or not complete yet; `consumed` is the bytes it takes.
+    static func first(_ bytes: ArraySlice<UInt8>, bodyless: Bool,
+                      sourceLocation: SourceLocation = #_sourceLocation) -> (response: StrictResponse, consumed: Int)? {
+        do {
+            return try parsePrefix(bytes, bodyless: bodyless)
+        } catch {
+            Issue.record("malformed response: \(error)", sourceLocation: sourceLocation)
+            return nil
+        }
+    }
+
+    /// The first response in `bytes` and the bytes it takes; nil while it is
+    /// incomplete. Throws on anything malformed.
+    static func parsePrefix(_ bytes: ArraySlice<UInt8>, bodyless: Bool) throws -> (response: StrictResponse, consumed: Int)? {
+        let crlfcrlf: [UInt8] = [13, 10, 13, 10]
+        guard let end = bytes.firstRange(of: crlfcrlf) else { return nil }
         let head = String(decoding: bytes[bytes.startIndex..<end.lowerBound], as: UTF8.self)
         var lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)
         let statusLine = lines.removeFirst()
@@ -365,9 +346,7 @@ struct StrictResponse: Sendable {
         }
         guard response.header("Transfer-Encoding") == nil else { throw Malformed(description: "Transfer-Encoding sent") }
         let bodyLength = bodyless ? 0 : length
-        guard bytes.endIndex - bodyStart >= bodyLength else {
-            throw Malformed(description: "status \(status): body \(bytes.endIndex - bodyStart) of \(bodyLength) bytes")
-        }
+        guard bytes.endIndex - bodyStart >= bodyLength else { return nil }
         response.body = Array(bytes[bodyStart..<(bodyStart + bodyLength)])
         return (response, bodyStart + bodyLength - bytes.startIndex)
     }
