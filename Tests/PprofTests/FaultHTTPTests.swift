@@ -7,7 +7,7 @@ import Testing
 /// that drips bytes to keep its deadline alive, clients that take every
 /// connection slot and go quiet, a flood of pipelined requests.
 @Suite("Faults: hostile HTTP clients")
-struct TestHTTPTests {
+struct FaultHTTPTests {
     private func startServer(maxConnections: Int = 32, idleTimeoutSeconds: Int = 1) throws -> (HTTPServer, Int) {
         let handler = PprofHandler(configuration: .init())
         let server = HTTPServer(
