@@ -129,12 +129,17 @@ func expectedAnswers(to bytes: [UInt8], configuration: HTTPServerConfiguration) 
         } catch {
             return (methods, error.status)
         }
-        if head.contentLength > configuration.maxRequestBodyBytes { return (methods, 413) }
-        let bodyEnd = range.upperBound + head.contentLength
-        if bodyEnd > rest.count { return (methods, nil) } // EOF mid-body: no answer
+        // The body as the server reads it: Content-Length bytes or chunks.
+        var after = Array(rest[range.upperBound...])
+        do throws(HTTPParseError) {
+            var body = try HTTPBodyReader(head, maxBytes: configuration.maxRequestBodyBytes)
+            guard try body.take(from: &after) != nil else { return (methods, nil) } // EOF mid-body: no answer
+        } catch {
+            return (methods, error.status)
+        }
         methods.append(head.method)
         if !head.keepAlive { return (methods, nil) }
-        rest = Array(rest[bodyEnd...])
+        rest = after
     }
 }
 
