@@ -11,9 +11,7 @@ import Testing
 struct FaultDescriptorTests {
     @Test("symbols that could not be read at EMFILE are read once descriptors are free")
     func symbolsAreRetriedAfterEMFILE() throws {
-        let outcome = try ChildProcessTest.run(filter: "emfileSymbolsScenario", scenario: "emfile-symbols", timeoutSeconds: 120)
-        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), signal \(String(describing: outcome.signal))\n\(outcome.output.suffix(3000))")
-        #expect(outcome.output.contains("emfileSymbolsScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(3000))")
+        try ChildProcessTest.expectScenario("emfileSymbolsScenario", scenario: "emfile-symbols", timeoutSeconds: 120)
     }
 
     /// Run by `symbolsAreRetriedAfterEMFILE` in a child process.
@@ -32,9 +30,7 @@ struct FaultDescriptorTests {
 
     @Test("at EMFILE, thread profiles and a CPU profile answer a 5xx naming the cause, never an empty 200")
     func threadProfilesSayEMFILE() throws {
-        let outcome = try ChildProcessTest.run(filter: "emfileThreadsScenario", scenario: "emfile-threads", timeoutSeconds: 120)
-        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), signal \(String(describing: outcome.signal))\n\(outcome.output.suffix(3000))")
-        #expect(outcome.output.contains("emfileThreadsScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(3000))")
+        try ChildProcessTest.expectScenario("emfileThreadsScenario", scenario: "emfile-threads", timeoutSeconds: 120)
     }
 
     /// Run by `threadProfilesSayEMFILE` in a child process.

@@ -26,9 +26,7 @@ struct FaultSignalChainTests {
     @Test("an app that installed a SIGPROF handler before profiling keeps receiving its own SIGPROFs, during and after")
     func appHandlerIsChained() throws {
         // A fresh process, in which the library has installed no handler yet.
-        let outcome = try ChildProcessTest.run(filter: "sigprofChainScenario", scenario: "sigprof-chain", timeoutSeconds: 60)
-        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), signal \(String(describing: outcome.signal)), timed out \(outcome.timedOut)\n\(outcome.output.suffix(4000))")
-        #expect(outcome.output.contains("sigprofChainScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(4000))")
+        try ChildProcessTest.expectScenario("sigprofChainScenario", scenario: "sigprof-chain", timeoutSeconds: 60)
     }
 
     /// Run by `appHandlerIsChained` in a child process.
@@ -157,10 +155,7 @@ struct FaultStraySignalTests {
     @Test("kill -PROF right after PprofServer.start(), before any profile or dump: the process lives and serves")
     func straySignalAfterStart() throws {
         // A fresh process: SIGPROF still has its default action (terminate).
-        let outcome = try ChildProcessTest.run(filter: "straySignalScenario", scenario: "stray-sigprof", timeoutSeconds: 60)
-        #expect(outcome.signal == nil, "the child died of signal \(String(describing: outcome.signal)):\n\(outcome.output.suffix(4000))")
-        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), timed out \(outcome.timedOut)\n\(outcome.output.suffix(4000))")
-        #expect(outcome.output.contains("straySignalScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(4000))")
+        try ChildProcessTest.expectScenario("straySignalScenario", scenario: "stray-sigprof", timeoutSeconds: 60)
     }
 
     /// Run by `straySignalAfterStart` in a child process.

@@ -13,10 +13,7 @@ import Testing
 struct HeapOwnAllocationsTests {
     @Test("after scrapes of every endpoint no heap or allocs sample has a frame of this library; the app's sites keep their sizes")
     func ownAllocationsAreLeftOut() throws {
-        let outcome = try ChildProcessTest.run(filter: "ownAllocationsScenario", scenario: "own-allocations",
-                                               timeoutSeconds: 300)
-        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), signal \(String(describing: outcome.signal)), timed out \(outcome.timedOut)\n\(outcome.output.suffix(6000))")
-        #expect(outcome.output.contains("ownAllocationsScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(4000))")
+        try ChildProcessTest.expectScenario("ownAllocationsScenario", scenario: "own-allocations", timeoutSeconds: 300)
     }
 
     /// Every endpoint, with the query variants that take different paths.

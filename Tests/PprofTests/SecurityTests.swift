@@ -154,12 +154,10 @@ struct SecurityTests {
           .enabled(if: strace != nil, "strace is not installed"))
     func nothingWrittenToDisk() throws {
         let strace = try #require(Self.strace)
-        let outcome = try ChildProcessTest.run(
-            filter: "diskScenario", scenario: "disk",
+        let outcome = try ChildProcessTest.expectScenario(
+            "diskScenario", scenario: "disk",
             wrapper: [strace, "-f", "-qq", "-e", "signal=none", "-e", "trace=" + Self.fileSyscalls.joined(separator: ",")],
-            timeoutSeconds: 60)
-        #expect(outcome.exitStatus == 0, "child: \(outcome)\n\(outcome.output.suffix(3000))")
-        #expect(outcome.output.contains("diskScenario: served"), "the scenario did not run:\n\(outcome.output.suffix(3000))")
+            timeoutSeconds: 60, marker: "served")
         var opens = 0
         var writes: [String] = []
         for line in outcome.output.split(separator: "\n") {

@@ -129,9 +129,7 @@ final class WallCondition: @unchecked Sendable {
 struct WallProfileTests {
     @Test("a 10 s fgprof and 20 dumps leave blocked threads alone, reach their Swift callers, and split wall time right")
     func tenSecondsOfBlockedThreads() throws {
-        let outcome = try ChildProcessTest.run(filter: "wallScenario", scenario: "wall-fgprof", timeoutSeconds: 120)
-        #expect(outcome.exitStatus == 0, "child: exit \(String(describing: outcome.exitStatus)), signal \(String(describing: outcome.signal)), timed out \(outcome.timedOut)\n\(outcome.output.suffix(6000))")
-        #expect(outcome.output.contains("wallScenario: done"), "the scenario did not run:\n\(outcome.output.suffix(6000))")
+        let outcome = try ChildProcessTest.expectScenario("wallScenario", scenario: "wall-fgprof", timeoutSeconds: 120)
         print(outcome.output.split(separator: "\n").filter { $0.hasPrefix("wall:") }.joined(separator: "\n"))
     }
 

@@ -1,6 +1,7 @@
 import CPprof
 import Glibc
 import Synchronization
+import Testing
 
 @testable import Pprof
 
@@ -169,6 +170,24 @@ enum ChildProcessTest {
         guard let exe = faultReadLink("/proc/self/exe") else { throw TestHTTP.Failure(description: "no /proc/self/exe") }
         return try runProcess(wrapper + [exe, "--testing-library", "swift-testing", "--filter", filter],
                               environment: ["\(variable)=\(scenario)"], timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Runs the scenario test `function` in a child process (see `run`) and
+    /// records, at the caller's line, that the child exited with status 0
+    /// and printed "`function`: `marker`" (the scenario ran to its end, not
+    /// merely started). Returns the outcome for the test's own checks.
+    @discardableResult
+    static func expectScenario(_ function: String, scenario: String, wrapper: [String] = [],
+                               timeoutSeconds: Double = 60, marker: String = "done",
+                               sourceLocation: SourceLocation = #_sourceLocation) throws -> Outcome {
+        let outcome = try run(filter: function, scenario: scenario, wrapper: wrapper, timeoutSeconds: timeoutSeconds)
+        let tail = outcome.output.suffix(6000)
+        #expect(outcome.exitStatus == 0,
+                "child: exit \(String(describing: outcome.exitStatus)), signal \(String(describing: outcome.signal)), timed out \(outcome.timedOut)\n\(tail)",
+                sourceLocation: sourceLocation)
+        #expect(outcome.output.contains("\(function): \(marker)"), "the scenario did not run to its end:\n\(tail)",
+                sourceLocation: sourceLocation)
+        return outcome
     }
 }
 
