@@ -11,24 +11,9 @@ import Glibc
 
 // MARK: - helpers
 
-/// Runs `body` on a raw pthread (not a Foundation or Dispatch thread).
-private final class RawThreadBody: @unchecked Sendable {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
+/// A raw pthread (`faultSpawn`) for the tests below, which cannot go on without it.
 private func spawn(stackSize: Int = 0, _ body: @escaping @Sendable () -> Void) -> pthread_t {
-    let box = Unmanaged.passRetained(RawThreadBody(body)).toOpaque()
-    var attr = pthread_attr_t()
-    pthread_attr_init(&attr)
-    defer { pthread_attr_destroy(&attr) }
-    if stackSize > 0 { pthread_attr_setstacksize(&attr, stackSize) }
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, &attr, { raw in
-        Unmanaged<RawThreadBody>.fromOpaque(raw!).takeRetainedValue().body()
-        return nil
-    }, box)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
+    guard let thread = faultSpawn(stackSize: stackSize, body) else { preconditionFailure("pthread_create failed") }
     return thread
 }
 
@@ -278,15 +263,18 @@ extension ProcessWideStateTests {
             let tids = Locked(Set<Int32>())
             var threads: [pthread_t] = []
             for _ in 0..<500 {
-                threads.append(spawn(stackSize: 256 * 1024) {
+                let thread = faultSpawn(stackSize: 256 * 1024) {
                     tids.withLock { _ = $0.insert(cpprof_gettid()) }
                     gate.wait()
-                })
+                }
+                guard let thread else { break }
+                threads.append(thread)
             }
             defer {
                 gate.openGate()
                 for t in threads { pthread_join(t, nil) }
             }
+            try #require(threads.count == 500, "pthread_create refused thread \(threads.count + 1) of 500")
             #expect(waitUntil { tids.withLock { $0.count } == 500 })
             usleep(50_000)
             let start = ContinuousClock.now
@@ -370,8 +358,12 @@ extension ProcessWideStateTests {
             let loads = Locked(0)
             let spawned = Locked(0)
             var workers: [pthread_t] = []
+            defer {
+                stop.openGate()
+                for t in workers { pthread_join(t, nil) }
+            }
             for w in 0..<2 {
-                workers.append(spawn {
+                workers.append(try #require(faultSpawn {
                     cpprof_set_thread_name("td-dlopen-\(w)")
                     registry.record("dlopen-\(w)", marker: 0)
                     var i = w
@@ -388,21 +380,19 @@ extension ProcessWideStateTests {
                             loads.withLock { $0 += 1 }
                         }
                     }
-                })
+                }))
             }
-            workers.append(spawn {
+            workers.append(try #require(faultSpawn {
                 cpprof_set_thread_name("td-spawner")
                 while !stop.isOpen {
                     var batch: [pthread_t] = []
-                    for _ in 0..<8 { batch.append(spawn(stackSize: 128 * 1024) { usleep(UInt32.random(in: 0..<2000)) }) }
+                    for _ in 0..<8 {
+                        if let t = faultSpawn(stackSize: 128 * 1024, { usleep(UInt32.random(in: 0..<2000)) }) { batch.append(t) }
+                    }
                     for t in batch { pthread_join(t, nil) }
-                    spawned.withLock { $0 += 8 }
+                    spawned.withLock { $0 += batch.count }
                 }
-            })
-            defer {
-                stop.openGate()
-                for t in workers { pthread_join(t, nil) }
-            }
+            }))
             #expect(waitUntil { registry.count == 2 })
             let deadline = 200
             let began = ContinuousClock.now
