@@ -241,13 +241,14 @@ extension ProcessWideStateTests {
             let marker = try #require(registry.marker("busy"))
             let bounds = try #require(functionBounds(containing: marker)) // resolved while DWARF is on
             // A dump may catch the thread inside glibc (no frame pointers), where
-            // a frame-pointer walk rightly stops: take the first of a few dumps
-            // that caught it in code that has them.
+            // a frame-pointer walk rightly stops, or, on a loaded machine, not
+            // get its answer before the deadline (descheduled): take the first
+            // of up to 50 dumps that caught it answering in code that has them.
             cpprof_threads_set_dwarf_for_testing(0)
             var snapshots = ThreadDumper.dump()
-            for _ in 0..<4 {
-                guard let s = snapshots.first(where: { $0.tid == registry.tid("busy") }),
-                      !s.stack.contains(where: { bounds.contains($0) }) else { break }
+            for _ in 0..<49 {
+                if let s = snapshots.first(where: { $0.tid == registry.tid("busy") }),
+                   s.answered, s.stack.contains(where: { bounds.contains($0) }) { break }
                 snapshots = ThreadDumper.dump()
             }
             cpprof_threads_set_dwarf_for_testing(1)
