@@ -51,29 +51,54 @@ struct LineTable: Sendable {
     init(sections: DWARFLineSections, compilationDirectories: [Int: [UInt8]] = [:],
          keepSequence: (UInt64) -> Bool = { _ in true }) {
         var builder = LineTableBuilder()
-        var cursor = DWARFCursor(sections.line)
-        while !cursor.isAtEnd {
-            let unitStart = cursor.offset
-            guard let (length, offsetSize) = try? cursor.initialLength(),
-                  length <= UInt64(cursor.remaining)
-            else { break } // the next unit cannot be found: stop
-            let unitEnd = cursor.offset + Int(length)
-            builder.beginUnit()
-            do {
-                var program = LineProgram()
-                program.offsetSize = offsetSize
-                program.compilationDirectory = compilationDirectories[unitStart] ?? []
-                var header = DWARFCursor(sections.line, offset: cursor.offset, limit: unitEnd)
-                let programStart = try program.readHeader(&header)
-                var body = DWARFCursor(sections.line, offset: programStart, limit: unitEnd)
-                try program.execute(&body, sections: sections, builder: &builder, keepSequence: keepSequence)
-                builder.commitUnit()
-            } catch {
-                builder.abandonUnit()
-            }
-            cursor.offset = unitEnd
+        var offset = 0
+        while offset < sections.line.count,
+              let end = Self.readProgram(at: offset, sections: sections,
+                                         compilationDirectory: compilationDirectories[offset] ?? [],
+                                         keepSequence: keepSequence, into: &builder) {
+            offset = end
         }
         self = builder.finish()
+    }
+
+    /// The rows of the line-number programs at `programs` (offsets of
+    /// their unit headers in `sections.line`, with their units'
+    /// DW_AT_comp_dir) only, as the whole-section initializer gives them
+    /// for their addresses: a compile unit's, read on first need.
+    init(sections: DWARFLineSections, programs: [(offset: Int, compilationDirectory: [UInt8])],
+         keepSequence: (UInt64) -> Bool) {
+        var builder = LineTableBuilder()
+        for program in programs where program.offset < sections.line.count {
+            _ = Self.readProgram(at: program.offset, sections: sections, compilationDirectory: program.compilationDirectory,
+                                 keepSequence: keepSequence, into: &builder)
+        }
+        self = builder.finish()
+    }
+
+    /// Runs the program whose unit header is at `unitStart`; returns where
+    /// the next unit starts, nil if it cannot be found. A malformed program
+    /// contributes nothing.
+    private static func readProgram(at unitStart: Int, sections: DWARFLineSections, compilationDirectory: [UInt8],
+                                    keepSequence: (UInt64) -> Bool, into builder: inout LineTableBuilder) -> Int? {
+        var cursor = DWARFCursor(sections.line, offset: unitStart)
+        guard let (length, offsetSize) = try? cursor.initialLength(),
+              length <= UInt64(cursor.remaining)
+        else { return nil } // the next unit cannot be found: stop
+        let unitEnd = cursor.offset + Int(length)
+        builder.beginUnit()
+        do {
+            var program = LineProgram()
+            program.offsetSize = offsetSize
+            program.compilationDirectory = compilationDirectory
+            var header = DWARFCursor(sections.line, offset: cursor.offset, limit: unitEnd)
+            let programStart = try program.readHeader(&header)
+            var body = DWARFCursor(sections.line, offset: programStart, limit: unitEnd)
+            try program.execute(&body, sections: sections, builder: &builder, keepSequence: keepSequence)
+            builder.commitUnit()
+        } catch {
+            builder.abandonUnit()
+        }
+        return unitEnd
     }
 
     fileprivate init() {}
