@@ -78,8 +78,8 @@ struct LineTable: Sendable {
     /// Runs the program whose unit header is at `unitStart`; returns where
     /// the next unit starts, nil if it cannot be found. A malformed program
     /// contributes nothing.
-    private static func readProgram(at unitStart: Int, sections: DWARFLineSections, compilationDirectory: [UInt8],
-                                    keepSequence: (UInt64) -> Bool, into builder: inout LineTableBuilder) -> Int? {
+    static func readProgram<Sink: LineRowSink>(at unitStart: Int, sections: DWARFLineSections, compilationDirectory: [UInt8],
+                                               keepSequence: (UInt64) -> Bool, into builder: inout Sink) -> Int? {
         var cursor = DWARFCursor(sections.line, offset: unitStart)
         guard let (length, offsetSize) = try? cursor.initialLength(),
               length <= UInt64(cursor.remaining)
@@ -124,8 +124,23 @@ struct FileEntry {
     var directory: UInt64
 }
 
+/// What a line-number program's rows go to: a table, or (`SequenceBounds`)
+/// only where its sequences lie.
+protocol LineRowSink {
+    /// Whether rows need their file's path-table index (else file 0).
+    static var wantsPaths: Bool { get }
+    mutating func beginUnit()
+    mutating func commitUnit()
+    mutating func abandonUnit()
+    mutating func path(_ bytes: [UInt8]) -> UInt32
+    mutating func appendRow(address: UInt64, file: UInt32, line: UInt32)
+    mutating func endSequence(at end: UInt64, keep: (UInt64) -> Bool)
+}
+
 /// Collects the rows of all sequences, then sorts the sequences into one table.
-struct LineTableBuilder {
+struct LineTableBuilder: LineRowSink {
+    static var wantsPaths: Bool { true }
+
     struct Sequence {
         var start: UInt64
         var end: UInt64
@@ -429,8 +444,8 @@ struct LineProgram {
 
     // MARK: State machine
 
-    mutating func execute(_ cursor: inout DWARFCursor, sections: DWARFLineSections,
-                          builder: inout LineTableBuilder, keepSequence: (UInt64) -> Bool) throws(MalformedDWARF) {
+    mutating func execute<Sink: LineRowSink>(_ cursor: inout DWARFCursor, sections: DWARFLineSections,
+                                             builder: inout Sink, keepSequence: (UInt64) -> Bool) throws(MalformedDWARF) {
         var address: UInt64 = 0
         var opIndex: UInt64 = 0
         var file: UInt64 = 1
@@ -454,7 +469,9 @@ struct LineProgram {
 
         func emitRow() {
             let index: UInt32
-            if let currentFile, currentFile.register == file {
+            if !Sink.wantsPaths {
+                index = 0
+            } else if let currentFile, currentFile.register == file {
                 index = currentFile.index
             } else {
                 index = resolveFile(file, sections: sections, builder: &builder)
@@ -534,7 +551,7 @@ struct LineProgram {
 
     /// The path-table index of file register value `file`. DWARF 5 numbers
     /// files from 0, earlier versions from 1; an unknown file maps to "".
-    mutating func resolveFile(_ file: UInt64, sections: DWARFLineSections, builder: inout LineTableBuilder) -> UInt32 {
+    mutating func resolveFile<Sink: LineRowSink>(_ file: UInt64, sections: DWARFLineSections, builder: inout Sink) -> UInt32 {
         guard let entryIndex = entryIndex(ofFile: file) else { return builder.path([]) }
         if let known = resolvedFiles[entryIndex] { return known }
         let index = builder.path(fullPath(of: fileEntries[entryIndex], sections: sections))

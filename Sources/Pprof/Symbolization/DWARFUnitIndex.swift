@@ -6,16 +6,29 @@
 /// What the unit DIEs do not place, a unit with a line program but no
 /// address attributes and a line program no unit refers to, is "unplaced":
 /// read with the image's first lookup, since any address may be theirs.
+///
+/// Without .debug_info to read (a system library's separate debug file,
+/// read for lines only), each line program is a unit of its own, placed by
+/// where its sequences lie (`SequenceBounds`: the programs run once
+/// without building rows).
 struct DWARFUnitIndex {
-    /// Addresses claimed by one unit; adjacent ranges of a unit are merged.
+    enum Kind {
+        /// "Units" are .debug_info's compile and partial units.
+        case units
+        /// "Units" are .debug_line's programs.
+        case programs
+    }
+    /// Addresses claimed by one unit; consecutive ranges of a unit are merged.
     struct Entry {
         var start: UInt64
         var end: UInt64
         var unit: UInt32
     }
 
-    /// Where each compile or partial unit starts in .debug_info, ascending;
-    /// a unit is named by its position here.
+    let kind: Kind
+    /// Where each compile or partial unit starts in .debug_info (each
+    /// program in .debug_line, for `.programs`), ascending; a unit is named
+    /// by its position here.
     private(set) var unitOffsets: [Int] = []
     /// Sorted by start.
     private var entries: [Entry] = []
@@ -31,6 +44,7 @@ struct DWARFUnitIndex {
     /// image's code (`isCode`: functions the linker discarded) are left out,
     /// as the tables leave them out.
     init(sections: DWARFSectionSet, isCode: (UInt64) -> Bool) {
+        kind = .units
         var abbreviationCache: [UInt64: DWARFAbbreviationTable] = [:]
         var claimed: [Entry] = []
         var referencedPrograms = Set<Int>()
@@ -50,9 +64,40 @@ struct DWARFUnitIndex {
                 claimed.append(Entry(start: range.lowerBound, end: range.upperBound, unit: id))
             }
         }
-        claimed.sort { $0.start != $1.start ? $0.start < $1.start : $0.unit < $1.unit }
+        place(claimed)
+        var cursor = DWARFCursor(sections.line.line)
+        while !cursor.isAtEnd {
+            let start = cursor.offset
+            guard let (length, _) = try? cursor.initialLength(), length <= UInt64(cursor.remaining) else { break }
+            if !referencedPrograms.contains(start) { orphanPrograms.append(start) }
+            cursor.offset += Int(length)
+        }
+        unitOffsets = compacted(unitOffsets)
+    }
+
+    /// Indexes the programs of `line` by their sequences' addresses.
+    init(programsIn line: DWARFLineSections, isCode: (UInt64) -> Bool) {
+        kind = .programs
+        var bounds = SequenceBounds()
+        var offset = 0
+        while offset < line.line.count {
+            bounds.program = UInt32(unitOffsets.count)
+            guard let end = LineTable.readProgram(at: offset, sections: line, compilationDirectory: [],
+                                                  keepSequence: isCode, into: &bounds) else { break }
+            unitOffsets.append(offset)
+            offset = end
+        }
+        place(bounds.claimed)
+        unitOffsets = compacted(unitOffsets)
+    }
+
+    private mutating func place(_ unsorted: [Entry]) {
+        let claimed = unsorted.sorted { $0.start != $1.start ? $0.start < $1.start : $0.unit < $1.unit }
         for entry in claimed {
-            if let last = entries.last, last.unit == entry.unit, entry.start <= last.end {
+            // Consecutive ranges of one unit become one, across the padding
+            // between its functions: no other unit's range starts in between,
+            // and one reaching over from before is found through `maxEnd`.
+            if let last = entries.last, last.unit == entry.unit {
                 entries[entries.count - 1].end = max(last.end, entry.end)
             } else {
                 entries.append(entry)
@@ -63,13 +108,6 @@ struct DWARFUnitIndex {
         maxEnd = entries.map { entry in
             reach = max(reach, entry.end)
             return reach
-        }
-        var cursor = DWARFCursor(sections.line.line)
-        while !cursor.isAtEnd {
-            let start = cursor.offset
-            guard let (length, _) = try? cursor.initialLength(), length <= UInt64(cursor.remaining) else { break }
-            if !referencedPrograms.contains(start) { orphanPrograms.append(start) }
-            cursor.offset += Int(length)
         }
     }
 
@@ -103,5 +141,40 @@ struct DWARFUnitIndex {
     var memoryBytes: Int {
         unitOffsets.capacity * 8 + entries.capacity * MemoryLayout<Entry>.stride + maxEnd.capacity * 8
             + unplacedUnits.capacity * 4 + orphanPrograms.capacity * 8
+    }
+}
+
+/// Where a line program's sequences lie, without its rows: the lowest row
+/// address of each sequence to its end, as `LineTableBuilder` would keep them.
+struct SequenceBounds: LineRowSink {
+    static var wantsPaths: Bool { false }
+
+    /// The program being run (its number in the index).
+    var program: UInt32 = 0
+    private(set) var claimed: [DWARFUnitIndex.Entry] = []
+    private var unitStart = 0
+    private var low: UInt64?
+
+    mutating func beginUnit() {
+        unitStart = claimed.count
+        low = nil
+    }
+
+    mutating func commitUnit() { low = nil }
+
+    mutating func abandonUnit() {
+        claimed.removeSubrange(unitStart...)
+        low = nil
+    }
+
+    mutating func path(_ bytes: [UInt8]) -> UInt32 { 0 }
+
+    mutating func appendRow(address: UInt64, file: UInt32, line: UInt32) {
+        low = min(low ?? address, address)
+    }
+
+    mutating func endSequence(at end: UInt64, keep: (UInt64) -> Bool) {
+        if let low, low < end, keep(low) { claimed.append(DWARFUnitIndex.Entry(start: low, end: end, unit: program)) }
+        low = nil
     }
 }

@@ -128,6 +128,25 @@ final class DWARFSectionSet: @unchecked Sendable {
     }
 }
 
+/// Where an image's DWARF sections come from, to map (or inflate) them
+/// again after compressed ones were let go (`UnitDebugInfo`).
+final class DWARFSource: @unchecked Sendable {
+    let image: ELFImage
+    /// Keeps the mapping behind `image` alive.
+    let file: MappedFile?
+    let linesOnly: Bool
+
+    init(image: ELFImage, file: MappedFile?, linesOnly: Bool) {
+        self.image = image
+        self.file = file
+        self.linesOnly = linesOnly
+    }
+
+    func open() -> DWARFSectionSet? {
+        DWARFSectionSet(image: image, file: file, linesOnly: linesOnly)
+    }
+}
+
 /// What an image's DWARF says about its addresses: source lines
 /// (.debug_line) and inlined calls (.debug_info), both indexed once, for
 /// the whole image or (`UnitDebugInfo`) for one compile unit.

@@ -60,7 +60,7 @@ final class Symbolizer: Sendable {
     func frames(at address: UInt64) -> [SymbolizedFrame] {
         let interval = rescanInterval
         let (frames, loaded) = state.withLock { state in
-            defer { state.failedNow = [] }
+            defer { state.endBatch() }
             return (state.frames(at: address, rescanInterval: interval), state.takeLoadedTables())
         }
         if loaded { Self.returnFreedMemory() }
@@ -74,7 +74,7 @@ final class Symbolizer: Sendable {
     func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
         let interval = rescanInterval
         let (table, loaded) = state.withLock { state in
-            defer { state.failedNow = [] }
+            defer { state.endBatch() }
             var table: [UInt64: [SymbolizedFrame]] = [:]
             table.reserveCapacity(addresses.count)
             for address in addresses where table[address] == nil {
@@ -127,6 +127,7 @@ final class Symbolizer: Sendable {
                                     transientFailure: &transient)
             }
             info?.readAll()
+            info?.releaseInflatedSections()
             let keepInfo = !transient
             state.withLock { state in
                 defer { state.failedNow = [] }
@@ -208,6 +209,18 @@ private struct State {
     var transientFailures = 0
     /// Tables were read since the last `takeLoadedTables()`.
     var loadedTables = false
+
+    /// Objects whose DWARF tables hold inflated sections, let go at the
+    /// end of the batch (`endBatch`).
+    var inflatedNow: Set<LoadedObject> = []
+
+    /// After the lookups under one acquisition of the lock: failures may
+    /// be retried, inflated debug sections are freed.
+    mutating func endBatch() {
+        failedNow = []
+        for object in inflatedNow { debugInfo[object]?.releaseInflatedSections() }
+        inflatedNow = []
+    }
 
     mutating func takeLoadedTables() -> Bool {
         defer { loadedTables = false }
@@ -338,6 +351,7 @@ private struct State {
             let unitsBefore = debugInfo[object]?.unitsRead ?? 0
             let found = debugInfo[object]?.lookup(address) ?? (nil, [])
             if debugInfo[object]?.unitsRead ?? 0 != unitsBefore { loadedTables = true }
+            if debugInfo[object]?.holdsInflatedSections == true { inflatedNow.insert(object) }
             return found
         }
         if failedNow.contains(object) {
@@ -355,6 +369,7 @@ private struct State {
             failedNow.insert(object)
         } else {
             debugInfo[object] = info
+            if info.holdsInflatedSections { inflatedNow.insert(object) }
         }
         return found
     }
@@ -367,10 +382,9 @@ private struct State {
             transientFailure = true
             return .empty
         }
-        let code = symbols.image.codeRanges()
-        let sections = DWARFSectionSet(image: symbols.image, file: symbols.file, linesOnly: fromDebugFile)
-        if fromDebugFile { return ImageDebugInfo(sections: sections, code: code, inlinedFrames: false) ?? .empty }
-        return ImageDebugInfo(sections: sections, code: code, inlinedFrames: true)
+        let source = DWARFSource(image: symbols.image, file: symbols.file, linesOnly: fromDebugFile)
+        if fromDebugFile { return ImageDebugInfo(source: source) ?? .empty }
+        return ImageDebugInfo(source: source)
             ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transientFailure) ?? .empty
     }
 
@@ -381,8 +395,7 @@ private struct State {
     static func separateDebugInfo(of object: LoadedObject, image: ELFImage, transientFailure: inout Bool) -> ImageDebugInfo? {
         guard let debug = SeparateDebugFile(for: image, path: object.name, buildID: object.buildID,
                                             transientFailure: &transientFailure) else { return nil }
-        return ImageDebugInfo(sections: DWARFSectionSet(image: debug.image, file: debug.file, linesOnly: true),
-                              code: debug.image.codeRanges(), inlinedFrames: false)
+        return ImageDebugInfo(source: DWARFSource(image: debug.image, file: debug.file, linesOnly: true))
     }
 
     /// The physical function's frame, preceded by one frame per inlined call

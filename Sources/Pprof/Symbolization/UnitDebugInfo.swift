@@ -1,15 +1,18 @@
 /// The line and inline tables of one image, read per compile unit when an
 /// address first lands in it: a first profile runs the line programs and
 /// walks the DIEs of the units its stacks touch, not of the whole image
-/// (a few of hundreds in the demo), and only those units' tables are kept.
+/// (a few of hundreds in the demo; of libc's 4,100 programs, those of the
+/// functions on its stacks), and only those units' tables are kept.
 ///
 /// Lookups give what the whole-image tables (`DebugInfo`) give: each unit's
 /// rows and inlined calls are read by the same code, from the same
-/// sections. Used when the image's DWARF can be read in place (mapped, not
-/// compressed: an inflated copy would have to be kept) and it has
-/// .debug_info to place the units; otherwise `ImageDebugInfo.whole`.
+/// sections. Compressed sections (system libraries' debug files) are
+/// inflated when a unit must be read and let go after the request
+/// (`releaseInflatedSections`): kept, they would cost more than the tables.
 struct UnitDebugInfo: Sendable {
-    private let sections: DWARFSectionSet
+    private let source: DWARFSource
+    /// The sections, while mapped or inflated.
+    private var sections: DWARFSectionSet?
     private let index: DWARFUnitIndex
     private let code: [Range<UInt64>]
     /// Tables read so far, by unit (`DWARFUnitIndex`'s numbering);
@@ -18,20 +21,31 @@ struct UnitDebugInfo: Sendable {
 
     private static let unplaced = UInt32.max
 
-    /// nil where the tables must be read whole: compressed sections, or no
-    /// .debug_info.
-    init?(sections: DWARFSectionSet, code: [Range<UInt64>]) {
-        guard !sections.ownsInflatedData, sections.info.info.count > 0 else { return nil }
+    /// Indexes the units of `sections` (opened from `source`): by their
+    /// unit DIEs where inlined calls are wanted and .debug_info is there,
+    /// else by their line programs' sequences (files and lines only).
+    init(source: DWARFSource, sections: DWARFSectionSet, code: [Range<UInt64>]) {
+        self.source = source
         self.sections = sections
         self.code = code
-        index = DWARFUnitIndex(sections: sections, isCode: code.containsAddress)
+        index = !source.linesOnly && sections.info.info.count > 0
+            ? DWARFUnitIndex(sections: sections, isCode: code.containsAddress)
+            : DWARFUnitIndex(programsIn: sections.line, isCode: code.containsAddress)
+    }
+
+    /// Whether inflated sections are held (until `releaseInflatedSections`).
+    var holdsInflatedSections: Bool { sections?.ownsInflatedData == true }
+
+    /// Lets inflated sections go; mapped ones stay (they cost page cache only).
+    mutating func releaseInflatedSections() {
+        if holdsInflatedSections { sections = nil }
     }
 
     /// File and line of an ELF virtual address, and the inlined calls
     /// around it (innermost first), reading the tables it needs.
     mutating func lookup(_ address: UInt64) -> (location: (file: String, line: Int)?, inlines: [InlineTable.Frame]) {
         var candidates = index.units(containing: address)
-        candidates.append(Self.unplaced)
+        if index.kind == .units { candidates.append(Self.unplaced) }
         var location: (file: String, line: Int)?
         var inlines: [InlineTable.Frame] = []
         for unit in candidates {
@@ -44,12 +58,19 @@ struct UnitDebugInfo: Sendable {
 
     /// Reads every unit's tables (the read-ahead).
     mutating func readAll() {
-        _ = tables(of: Self.unplaced)
+        if index.kind == .units { _ = tables(of: Self.unplaced) }
         for unit in index.unitOffsets.indices { _ = tables(of: UInt32(unit)) }
     }
 
     /// How many units' tables (and the unplaced ones) were read so far.
     var unitsRead: Int { tables.count }
+
+    /// What was read, for tests: per unit read, its row count; and the index's bytes.
+    var readRows: [Int] { tables.values.map(\.lines.rowCount) }
+    var indexBytes: Int { index.memoryBytes }
+
+    /// Compile and partial units in the image.
+    var unitCount: Int { index.unitOffsets.count }
 
     /// Bytes of the tables read so far; the index counts as line tables.
     var memoryBytes: (lines: Int, inlines: Int) {
@@ -60,13 +81,22 @@ struct UnitDebugInfo: Sendable {
 
     private mutating func tables(of unit: UInt32) -> DebugInfo {
         if let known = tables[unit] { return known }
-        let info = withExtendedLifetime(sections) { read(unit) }
+        if sections == nil, MemoryHeadroom.isAvailable(source.image.bytes.count) { sections = source.open() }
+        // Not cached: the next request tries again.
+        guard let sections else { return .empty }
+        let info = withExtendedLifetime(sections) { read(unit, in: sections) }
         tables[unit] = info
         return info
     }
 
     /// The tables of one unit, or of everything unplaced.
-    private func read(_ id: UInt32) -> DebugInfo {
+    private func read(_ id: UInt32, in sections: DWARFSectionSet) -> DebugInfo {
+        if index.kind == .programs {
+            guard id != Self.unplaced else { return .empty }
+            let lines = LineTable(sections: sections.line, programs: [(index.unitOffsets[Int(id)], [])],
+                                  keepSequence: code.containsAddress)
+            return DebugInfo(lines: lines, inlines: .empty)
+        }
         let unitIndex = index, info = sections.info
         var abbreviationCache: [UInt64: DWARFAbbreviationTable] = [:]
         var units: [DWARFUnit] = []
@@ -98,51 +128,51 @@ struct UnitDebugInfo: Sendable {
     }
 }
 
-/// An image's line and inline tables as the symbolizer keeps them: read
-/// per compile unit on first need where the DWARF allows, else whole.
+/// An image's line and inline tables as the symbolizer keeps them: none
+/// (no DWARF), or read per unit on first need.
 enum ImageDebugInfo: Sendable {
-    case whole(DebugInfo)
+    case none
     case perUnit(UnitDebugInfo)
 
-    static let empty = ImageDebugInfo.whole(.empty)
+    static let empty = ImageDebugInfo.none
 
-    /// The tables of an image's DWARF sections, nil without any.
-    init?(sections: DWARFSectionSet?, code: [Range<UInt64>], inlinedFrames: Bool) {
-        guard let sections else { return nil }
-        if inlinedFrames, let perUnit = UnitDebugInfo(sections: sections, code: code) {
-            self = .perUnit(perUnit)
-        } else {
-            self = .whole(DebugInfo(sections: sections, isCode: code.containsAddress, inlinedFrames: inlinedFrames))
-        }
+    /// The tables of an image's DWARF, nil if it has none.
+    init?(source: DWARFSource) {
+        guard let sections = source.open() else { return nil }
+        self = .perUnit(UnitDebugInfo(source: source, sections: sections, code: source.image.codeRanges()))
     }
 
     mutating func lookup(_ address: UInt64) -> (location: (file: String, line: Int)?, inlines: [InlineTable.Frame]) {
-        switch self {
-        case .whole(let info):
-            return (info.lines.lookup(address), info.inlines.lookup(address))
-        case .perUnit(var tables):
-            self = .empty // one reference to the tables while they grow
-            defer { self = .perUnit(tables) }
-            return tables.lookup(address)
-        }
+        guard case .perUnit(var tables) = self else { return (nil, []) }
+        self = .none // one reference to the tables while they grow
+        defer { self = .perUnit(tables) }
+        return tables.lookup(address)
     }
 
     mutating func readAll() {
         guard case .perUnit(var tables) = self else { return }
-        self = .empty
+        self = .none
         tables.readAll()
         self = .perUnit(tables)
     }
 
-    /// Units read so far (0 for tables read whole).
+    var holdsInflatedSections: Bool {
+        if case .perUnit(let tables) = self { tables.holdsInflatedSections } else { false }
+    }
+
+    mutating func releaseInflatedSections() {
+        guard case .perUnit(var tables) = self else { return }
+        self = .none
+        tables.releaseInflatedSections()
+        self = .perUnit(tables)
+    }
+
+    /// Units read so far.
     var unitsRead: Int {
         if case .perUnit(let tables) = self { tables.unitsRead } else { 0 }
     }
 
     var memoryBytes: (lines: Int, inlines: Int) {
-        switch self {
-        case .whole(let info): (info.lines.memoryBytes, info.inlines.memoryBytes)
-        case .perUnit(let tables): tables.memoryBytes
-        }
+        if case .perUnit(let tables) = self { tables.memoryBytes } else { (0, 0) }
     }
 }
