@@ -54,4 +54,42 @@ import Testing
         #expect(perUnit.memoryBytes.lines < whole.lines.memoryBytes / 4,
                 "rows read \(perUnit.readRows) of \(whole.lines.rowCount), index \(perUnit.indexBytes) bytes")
     }
+
+    /// libc's separate debug file (libc6-dbg), if installed: compressed,
+    /// and read for lines only.
+    private static func libcDebugFile() -> SeparateDebugFile? {
+        guard let getpid = dlsym(dlopen(nil, RTLD_LAZY), "getpid"),
+              let libc = DynamicLoader.objects().objects.first(where: { $0.contains(UInt64(UInt(bitPattern: getpid))) }),
+              let file = MappedFile(path: libc.openPath), let image = ELFImage(bytes: file.bytes) else { return nil }
+        var transient = false
+        return SeparateDebugFile(for: image, path: libc.name, buildID: libc.buildID, transientFailure: &transient)
+    }
+
+    @Test(.enabled(if: libcDebugFile() != nil, "libc's debug file (libc6-dbg) is not installed"))
+    func perProgramLinesOfACompressedDebugFileAnswerAsTheWholeFile() throws {
+        let debug = try #require(Self.libcDebugFile())
+        let whole = try #require(DebugInfo(image: debug.image, inlinedFrames: false))
+        let source = DWARFSource(image: debug.image, file: debug.file, linesOnly: true)
+        let sections = try #require(source.open())
+        try #require(sections.ownsInflatedData, "libc's debug sections are not compressed here")
+        var perUnit = UnitDebugInfo(source: source, sections: sections, code: debug.image.codeRanges())
+        let rows = whole.lines.addresses
+        try #require(rows.count > 10_000)
+        let step = max(1, rows.count / 3_000)
+        var addresses = stride(from: 0, to: rows.count, by: step).flatMap { [rows[$0], rows[$0] &- 1] }
+        addresses.sort { ($0 &* 0x9E37_79B9_7F4A_7C15) < ($1 &* 0x9E37_79B9_7F4A_7C15) }
+        var mismatches: [String] = []
+        for (number, address) in addresses.enumerated() {
+            // As between requests: the inflated sections go, and come back when a program is read.
+            if number % 1_000 == 999 {
+                perUnit.releaseInflatedSections()
+                #expect(!perUnit.holdsInflatedSections)
+            }
+            let found = perUnit.lookup(address).location, expected = whole.lines.lookup(address)
+            if found?.file != expected?.file || found?.line != expected?.line {
+                mismatches.append("0x\(String(address, radix: 16)): \(String(describing: found)) instead of \(String(describing: expected))")
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.count) of \(addresses.count): \(mismatches.prefix(3))")
+    }
 }

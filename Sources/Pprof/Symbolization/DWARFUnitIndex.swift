@@ -49,7 +49,8 @@ struct DWARFUnitIndex {
         var claimed: [Entry] = []
         var referencedPrograms = Set<Int>()
         var offset = 0
-        while let (found, end) = DWARFUnit.unit(at: offset, in: sections.info, abbreviationCache: &abbreviationCache) {
+        while let (found, end) = DWARFUnit.unit(at: offset, in: sections.info, abbreviationCache: &abbreviationCache,
+                                                topDIEOnly: true) {
             defer { offset = end }
             guard let unit = found else { continue }
             let id = UInt32(unitOffsets.count)

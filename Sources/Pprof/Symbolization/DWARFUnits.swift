@@ -42,7 +42,9 @@ struct DWARFAbbreviationTable {
     private var dense: [DWARFAbbreviation?] = []
     private var sparse: [UInt64: DWARFAbbreviation] = [:]
 
-    init(_ abbrev: UnsafeRawBufferPointer, offset: UInt64) throws(MalformedDWARF) {
+    /// - Parameter last: stop after this code's declaration (for a unit's
+    ///   top DIE alone); nil for the whole table.
+    init(_ abbrev: UnsafeRawBufferPointer, offset: UInt64, last: UInt64? = nil) throws(MalformedDWARF) {
         guard offset < UInt64(abbrev.count) else { throw MalformedDWARF() }
         var cursor = DWARFCursor(abbrev, offset: Int(offset))
         while true {
@@ -65,6 +67,7 @@ struct DWARFAbbreviationTable {
             } else {
                 sparse[code] = declaration
             }
+            if code == last { break }
         }
     }
 
@@ -110,8 +113,11 @@ struct DWARFUnit {
     /// The unit whose header is at `start`, and where the next one starts;
     /// (nil, end) for a unit to skip (another type, malformed inside); nil
     /// at the end of the section or if the next unit cannot be found.
+    /// - Parameter topDIEOnly: read only the abbreviations up to the top
+    ///   DIE's (the unit cannot be walked then); `abbreviationCache` unused.
     static func unit(at start: Int, in sections: DWARFInfoSections,
-                     abbreviationCache: inout [UInt64: DWARFAbbreviationTable]) -> (unit: DWARFUnit?, end: Int)? {
+                     abbreviationCache: inout [UInt64: DWARFAbbreviationTable],
+                     topDIEOnly: Bool = false) -> (unit: DWARFUnit?, end: Int)? {
         var cursor = DWARFCursor(sections.info, offset: start)
         guard !cursor.isAtEnd, let (length, offsetSize) = try? cursor.initialLength(),
               length <= UInt64(cursor.remaining) else { return nil }
@@ -134,7 +140,13 @@ struct DWARFUnit {
         // DW_UT_compile and DW_UT_partial only.
         guard unitType == 1 || unitType == 3, addressSize == 4 || addressSize == 8 else { return (nil, end) }
         let table: DWARFAbbreviationTable
-        if let cached = abbreviationCache[abbrevOffset] {
+        if topDIEOnly {
+            var top = DWARFCursor(sections.info, offset: header.offset, limit: end)
+            guard let code = try? top.uleb(),
+                  let parsed = try? DWARFAbbreviationTable(sections.abbrev, offset: abbrevOffset, last: code)
+            else { return (nil, end) }
+            table = parsed
+        } else if let cached = abbreviationCache[abbrevOffset] {
             table = cached
         } else {
             guard let parsed = try? DWARFAbbreviationTable(sections.abbrev, offset: abbrevOffset) else { return (nil, end) }
