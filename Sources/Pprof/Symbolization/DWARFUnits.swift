@@ -42,9 +42,9 @@ struct DWARFAbbreviationTable {
     private var dense: [DWARFAbbreviation?] = []
     private var sparse: [UInt64: DWARFAbbreviation] = [:]
 
-    /// - Parameter last: stop after this code's declaration (for a unit's
-    ///   top DIE alone); nil for the whole table.
-    init(_ abbrev: UnsafeRawBufferPointer, offset: UInt64, last: UInt64? = nil) throws(MalformedDWARF) {
+    /// - Parameter only: keep this code's declaration alone (for a unit's
+    ///   top DIE), skipping the others' bytes; nil for the whole table.
+    init(_ abbrev: UnsafeRawBufferPointer, offset: UInt64, only: UInt64? = nil) throws(MalformedDWARF) {
         guard offset < UInt64(abbrev.count) else { throw MalformedDWARF() }
         var cursor = DWARFCursor(abbrev, offset: Int(offset))
         while true {
@@ -52,6 +52,14 @@ struct DWARFAbbreviationTable {
             if code == 0 { break }
             let tag = try cursor.uleb()
             let hasChildren = try cursor.u8() != 0
+            if let only, code != only {
+                while true { // skipped: nothing allocated
+                    let name = try cursor.uleb(), form = try cursor.uleb()
+                    if name == 0 && form == 0 { break }
+                    if form == DWARFForm.implicitConst { _ = try cursor.sleb() }
+                }
+                continue
+            }
             var specs: [DWARFAbbreviation.Spec] = []
             while true {
                 let name = try cursor.uleb()
@@ -67,7 +75,7 @@ struct DWARFAbbreviationTable {
             } else {
                 sparse[code] = declaration
             }
-            if code == last { break }
+            if code == only { break }
         }
     }
 
@@ -113,8 +121,8 @@ struct DWARFUnit {
     /// The unit whose header is at `start`, and where the next one starts;
     /// (nil, end) for a unit to skip (another type, malformed inside); nil
     /// at the end of the section or if the next unit cannot be found.
-    /// - Parameter topDIEOnly: read only the abbreviations up to the top
-    ///   DIE's (the unit cannot be walked then); `abbreviationCache` unused.
+    /// - Parameter topDIEOnly: read only the top DIE's abbreviation
+    ///   (the unit cannot be walked then); `abbreviationCache` unused.
     static func unit(at start: Int, in sections: DWARFInfoSections,
                      abbreviationCache: inout [UInt64: DWARFAbbreviationTable],
                      topDIEOnly: Bool = false) -> (unit: DWARFUnit?, end: Int)? {
@@ -143,7 +151,7 @@ struct DWARFUnit {
         if topDIEOnly {
             var top = DWARFCursor(sections.info, offset: header.offset, limit: end)
             guard let code = try? top.uleb(),
-                  let parsed = try? DWARFAbbreviationTable(sections.abbrev, offset: abbrevOffset, last: code)
+                  let parsed = try? DWARFAbbreviationTable(sections.abbrev, offset: abbrevOffset, only: code)
             else { return (nil, end) }
             table = parsed
         } else if let cached = abbreviationCache[abbrevOffset] {

@@ -130,49 +130,33 @@ struct UnitDebugInfo: Sendable {
 
 /// An image's line and inline tables as the symbolizer keeps them: none
 /// (no DWARF), or read per unit on first need.
-enum ImageDebugInfo: Sendable {
-    case none
-    case perUnit(UnitDebugInfo)
+struct ImageDebugInfo: Sendable {
+    private var tables: UnitDebugInfo?
 
-    static let empty = ImageDebugInfo.none
+    static let empty = ImageDebugInfo(tables: nil)
+
+    private init(tables: UnitDebugInfo?) {
+        self.tables = tables
+    }
 
     /// The tables of an image's DWARF, nil if it has none.
     init?(source: DWARFSource) {
         guard let sections = source.open() else { return nil }
-        self = .perUnit(UnitDebugInfo(source: source, sections: sections, code: source.image.codeRanges()))
+        tables = UnitDebugInfo(source: source, sections: sections, code: source.image.codeRanges())
     }
 
     mutating func lookup(_ address: UInt64) -> (location: (file: String, line: Int)?, inlines: [InlineTable.Frame]) {
-        guard case .perUnit(var tables) = self else { return (nil, []) }
-        self = .none // one reference to the tables while they grow
-        defer { self = .perUnit(tables) }
-        return tables.lookup(address)
+        tables?.lookup(address) ?? (nil, [])
     }
 
-    mutating func readAll() {
-        guard case .perUnit(var tables) = self else { return }
-        self = .none
-        tables.readAll()
-        self = .perUnit(tables)
-    }
+    mutating func readAll() { tables?.readAll() }
 
-    var holdsInflatedSections: Bool {
-        if case .perUnit(let tables) = self { tables.holdsInflatedSections } else { false }
-    }
+    var holdsInflatedSections: Bool { tables?.holdsInflatedSections ?? false }
 
-    mutating func releaseInflatedSections() {
-        guard case .perUnit(var tables) = self else { return }
-        self = .none
-        tables.releaseInflatedSections()
-        self = .perUnit(tables)
-    }
+    mutating func releaseInflatedSections() { tables?.releaseInflatedSections() }
 
     /// Units read so far.
-    var unitsRead: Int {
-        if case .perUnit(let tables) = self { tables.unitsRead } else { 0 }
-    }
+    var unitsRead: Int { tables?.unitsRead ?? 0 }
 
-    var memoryBytes: (lines: Int, inlines: Int) {
-        if case .perUnit(let tables) = self { tables.memoryBytes } else { (0, 0) }
-    }
+    var memoryBytes: (lines: Int, inlines: Int) { tables?.memoryBytes ?? (0, 0) }
 }
