@@ -100,6 +100,8 @@ final class DWARFSectionSet: @unchecked Sendable {
     let line: DWARFLineSections
     /// Some section was compressed: its inflated copy is held here.
     let ownsInflatedData: Bool
+    /// Bytes of the inflated copies.
+    let inflatedBytes: Int
     private let owned: [DebugSectionData?]
     private let file: MappedFile?
 
@@ -123,6 +125,7 @@ final class DWARFSectionSet: @unchecked Sendable {
         info = DWARFInfoSections(info: bytes[3], abbrev: bytes[4], str: bytes[1], lineStr: bytes[2],
                                  strOffsets: bytes[5], addr: bytes[6], ranges: bytes[7], rnglists: bytes[8])
         ownsInflatedData = owned.contains { $0?.isOwned == true }
+        inflatedBytes = owned.reduce(0) { $0 + ($1?.isOwned == true ? $1?.bytes.count ?? 0 : 0) }
         self.owned = owned
         self.file = file
     }

@@ -210,16 +210,22 @@ private struct State {
     /// Tables were read since the last `takeLoadedTables()`.
     var loadedTables = false
 
-    /// Objects whose DWARF tables hold inflated sections, let go at the
-    /// end of the batch (`endBatch`).
-    var inflatedNow: Set<LoadedObject> = []
+    /// Objects whose DWARF tables hold inflated sections.
+    var inflatedHeld: Set<LoadedObject> = []
+    /// Objects that read DWARF units under this acquisition of the lock.
+    var readNow: Set<LoadedObject> = []
 
     /// After the lookups under one acquisition of the lock: failures may
-    /// be retried, inflated debug sections are freed.
+    /// be retried; inflated debug sections of objects this batch read no
+    /// unit of are freed (the others are likely needed again soon: the
+    /// stacks of the first few requests keep bringing new units).
     mutating func endBatch() {
         failedNow = []
-        for object in inflatedNow { debugInfo[object]?.releaseInflatedSections() }
-        inflatedNow = []
+        for object in inflatedHeld where !readNow.contains(object) {
+            debugInfo[object]?.releaseInflatedSections()
+            inflatedHeld.remove(object)
+        }
+        readNow = []
     }
 
     mutating func takeLoadedTables() -> Bool {
@@ -350,8 +356,11 @@ private struct State {
         guard debugInfo[object] == nil else {
             let unitsBefore = debugInfo[object]?.unitsRead ?? 0
             let found = debugInfo[object]?.lookup(address) ?? (nil, [])
-            if debugInfo[object]?.unitsRead ?? 0 != unitsBefore { loadedTables = true }
-            if debugInfo[object]?.holdsInflatedSections == true { inflatedNow.insert(object) }
+            if debugInfo[object]?.unitsRead ?? 0 != unitsBefore {
+                loadedTables = true
+                readNow.insert(object)
+            }
+            if debugInfo[object]?.holdsInflatedSections == true { inflatedHeld.insert(object) }
             return found
         }
         if failedNow.contains(object) {
@@ -369,7 +378,8 @@ private struct State {
             failedNow.insert(object)
         } else {
             debugInfo[object] = info
-            if info.holdsInflatedSections { inflatedNow.insert(object) }
+            readNow.insert(object)
+            if info.holdsInflatedSections { inflatedHeld.insert(object) }
         }
         return found
     }

@@ -7,8 +7,10 @@
 /// Lookups give what the whole-image tables (`DebugInfo`) give: each unit's
 /// rows and inlined calls are read by the same code, from the same
 /// sections. Compressed sections (system libraries' debug files) are
-/// inflated when a unit must be read and let go after the request
-/// (`releaseInflatedSections`): kept, they would cost more than the tables.
+/// inflated when a unit must be read and let go after a request that read
+/// none of the image's units (`releaseInflatedSections`): kept for good,
+/// they would cost more than the tables; let go after every request, the
+/// next few requests (whose stacks still bring new units) inflate them again.
 struct UnitDebugInfo: Sendable {
     private let source: DWARFSource
     /// The sections, while mapped or inflated.
@@ -72,9 +74,10 @@ struct UnitDebugInfo: Sendable {
     /// Compile and partial units in the image.
     var unitCount: Int { index.unitOffsets.count }
 
-    /// Bytes of the tables read so far; the index counts as line tables.
+    /// Bytes of the tables read so far; the index and inflated sections
+    /// held count as line tables.
     var memoryBytes: (lines: Int, inlines: Int) {
-        tables.values.reduce((index.memoryBytes, 0)) { total, info in
+        tables.values.reduce((index.memoryBytes + (sections?.inflatedBytes ?? 0), 0)) { total, info in
             (total.0 + info.lines.memoryBytes, total.1 + info.inlines.memoryBytes)
         }
     }
