@@ -138,8 +138,7 @@ private struct InlineTableBuilder {
     var names: [String] = []
     var nameIndexByDIE: [Int: UInt32] = [:]
     var nameIndexByText: [String: UInt32] = [:]
-    var paths: [String] = []
-    var pathIndex: [String: UInt32] = [:]
+    var paths = InternedPaths()
 
     init(sections: DWARFInfoSections, lineSections: DWARFLineSections, unitContaining: @escaping (Int) -> DWARFUnit?) {
         self.sections = sections
@@ -222,14 +221,7 @@ private struct InlineTableBuilder {
         }
     }
 
-    mutating func path(_ bytes: [UInt8]) -> UInt32 {
-        let path = String(decoding: bytes, as: UTF8.self)
-        if let known = pathIndex[path] { return known }
-        let index = UInt32(paths.count)
-        paths.append(path)
-        pathIndex[path] = index
-        return index
-    }
+    mutating func path(_ bytes: [UInt8]) -> UInt32 { paths.intern(bytes) }
 
     /// The name of the function a DW_AT_abstract_origin points to: its
     /// linkage (mangled) name, else its plain name, following
@@ -316,6 +308,6 @@ private struct InlineTableBuilder {
             boundary(at: top.end)
         }
         return InlineTable(addresses: addresses, innermost: innermost, nodes: compacted(nodes),
-                           names: compacted(names), paths: compacted(paths))
+                           names: compacted(names), paths: compacted(paths.paths))
     }
 }

@@ -43,13 +43,13 @@ struct DWARFUnitIndex {
     /// Scans every unit of `sections`. Ranges that do not start in the
     /// image's code (`isCode`: functions the linker discarded) are left out,
     /// as the tables leave them out.
-    init(sections: DWARFSectionSet, isCode: (UInt64) -> Bool) {
+    init(info: DWARFInfoSections, line: DWARFLineSections, isCode: (UInt64) -> Bool) {
         kind = .units
         var abbreviationCache: [UInt64: DWARFAbbreviationTable] = [:]
         var claimed: [Entry] = []
         var referencedPrograms = Set<Int>()
         var offset = 0
-        while let (found, end) = DWARFUnit.unit(at: offset, in: sections.info, abbreviationCache: &abbreviationCache,
+        while let (found, end) = DWARFUnit.unit(at: offset, in: info, abbreviationCache: &abbreviationCache,
                                                 topDIEOnly: true) {
             defer { offset = end }
             guard let unit = found else { continue }
@@ -57,7 +57,7 @@ struct DWARFUnitIndex {
             unitOffsets.append(unit.offset)
             let program = unit.stmtList.flatMap { $0 < UInt64(Int.max) ? Int($0) : nil }
             if let program { referencedPrograms.insert(program) }
-            guard let ranges = unit.addressRanges(sections.info) else {
+            guard let ranges = unit.addressRanges(info) else {
                 if program != nil { unplacedUnits.append(id) }
                 continue
             }
@@ -66,7 +66,7 @@ struct DWARFUnitIndex {
             }
         }
         place(claimed)
-        var cursor = DWARFCursor(sections.line.line)
+        var cursor = DWARFCursor(line.line)
         while !cursor.isAtEnd {
             let start = cursor.offset
             guard let (length, _) = try? cursor.initialLength(), length <= UInt64(cursor.remaining) else { break }

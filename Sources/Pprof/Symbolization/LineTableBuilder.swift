@@ -29,8 +29,7 @@ struct LineTableBuilder: LineRowSink {
     var files: [UInt32] = []
     var lines: [UInt32] = []
     var sequences: [Sequence] = []
-    var paths: [String] = []
-    var pathIndex: [String: UInt32] = [:]
+    var paths = InternedPaths()
 
     // Rollback points for a unit that turns out malformed.
     private var unitRows = 0, unitSequences = 0, unitPaths = 0
@@ -54,8 +53,7 @@ struct LineTableBuilder: LineRowSink {
     mutating func abandonUnit() {
         truncateRows(to: unitRows)
         sequences.removeSubrange(unitSequences...)
-        for path in paths[unitPaths...] { pathIndex[path] = nil }
-        paths.removeSubrange(unitPaths...)
+        paths.truncate(to: unitPaths)
         sequenceStart = addresses.count
     }
 
@@ -65,14 +63,7 @@ struct LineTableBuilder: LineRowSink {
         lines.removeSubrange(count...)
     }
 
-    mutating func path(_ bytes: [UInt8]) -> UInt32 {
-        let path = String(decoding: bytes, as: UTF8.self)
-        if let known = pathIndex[path] { return known }
-        let index = UInt32(paths.count)
-        paths.append(path)
-        pathIndex[path] = index
-        return index
-    }
+    mutating func path(_ bytes: [UInt8]) -> UInt32 { paths.intern(bytes) }
 
     /// A row of the current sequence. Of rows at one address the last
     /// counts; a row repeating its predecessor's file and line is merged.
@@ -142,6 +133,30 @@ struct LineTableBuilder: LineRowSink {
             previousEnd = sequence.end
         }
         // Paths of rows dropped with their sequences stay; they cost little.
-        return LineTable(addresses: outAddresses, files: outFiles, lines: outLines, paths: compacted(paths))
+        return LineTable(addresses: outAddresses, files: outFiles, lines: outLines, paths: compacted(paths.paths))
+    }
+}
+
+/// File paths numbered in order of first appearance, each kept once.
+struct InternedPaths {
+    private(set) var paths: [String] = []
+    private var index: [String: UInt32] = [:]
+
+    var count: Int { paths.count }
+
+    /// The number of `bytes` as a path, added if new.
+    mutating func intern(_ bytes: [UInt8]) -> UInt32 {
+        let path = String(decoding: bytes, as: UTF8.self)
+        if let known = index[path] { return known }
+        let number = UInt32(paths.count)
+        paths.append(path)
+        index[path] = number
+        return number
+    }
+
+    /// Forgets the paths from number `count` on.
+    mutating func truncate(to count: Int) {
+        for path in paths[count...] { index[path] = nil }
+        paths.removeSubrange(count...)
     }
 }

@@ -31,7 +31,7 @@ struct UnitDebugInfo: Sendable {
         self.sections = sections
         self.code = code
         index = !source.linesOnly && sections.info.info.count > 0
-            ? DWARFUnitIndex(sections: sections, isCode: code.containsAddress)
+            ? DWARFUnitIndex(info: sections.info, line: sections.line, isCode: code.containsAddress)
             : DWARFUnitIndex(programsIn: sections.line, isCode: code.containsAddress)
     }
 
