@@ -8,6 +8,9 @@
 # reads the demo's RSS before the first request and after one scrape of
 # every endpoint, and the heap profile's profiler_memory_bytes comment; and
 # whether the read-ahead thread was still running at the first request.
+# Besides wall time, the CPU time the profiler's threads (named pprof-*)
+# spent on each /goroutine?debug=2 (from /proc/PID/task/*/schedstat: the
+# machine's load does not inflate it the way it inflates wall time).
 # Prints one line per run and mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +23,22 @@ load_threads=${4:-3}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ms() { curl -s -o /dev/null -w '%{time_total}' "$1" | awk '{printf "%.1f", $1 * 1000}'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time of the demo's pprof-* threads so far, in microseconds.
+pprof_cpu_us() {
+    local total=0 task
+    for task in /proc/$1/task/*; do
+        case "$(cat "$task/comm" 2>/dev/null)" in pprof-*) total=$((total + $(cut -d' ' -f1 "$task/schedstat" 2>/dev/null || echo 0))) ;; esac
+    done
+    echo $((total / 1000))
+}
+# Times a request: "wall_ms cpu_ms" (cpu: the profiler's threads).
+timed() {
+    local before after wall
+    before=$(pprof_cpu_us "$1")
+    wall=$(ms "$2")
+    after=$(pprof_cpu_us "$1")
+    echo "$wall $(awk -v d=$((after - before)) 'BEGIN {printf "%.1f", d / 1000}')"
+}
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 one_run() { # mode: preload|lazy
@@ -36,8 +55,12 @@ one_run() { # mode: preload|lazy
     local rss0; rss0=$(rss_kib $pid)
     # 1 if the read-ahead thread is still at work when the first request comes.
     local preloading; preloading=$(cat /proc/$pid/task/*/comm 2>/dev/null | grep -c '^pprof-preload$' || true)
-    local g_first; g_first=$(ms "$base/goroutine?debug=2")
-    local g_warm=""; for _ in 1 2 3 4 5; do g_warm+=" $(ms "$base/goroutine?debug=2")"; done
+    local g_first g_first_cpu g_warm="" g_warm_cpu="" one
+    read -r g_first g_first_cpu < <(timed $pid "$base/goroutine?debug=2")
+    for _ in 1 2 3 4 5; do
+        one=$(timed $pid "$base/goroutine?debug=2")
+        g_warm+=" ${one% *}"; g_warm_cpu+=" ${one#* }"
+    done
     local p_first; p_first=$(ms "$base/profile?seconds=1")
     local p_warm=""; for _ in 1 2 3; do p_warm+=" $(ms "$base/profile?seconds=1")"; done
     for t in "" cmdline heap allocs "goroutine?debug=1" goroutine threadcreate block mutex symbol "heap?debug=1"; do
@@ -48,7 +71,8 @@ one_run() { # mode: preload|lazy
     kill $pid; wait $pid 2>/dev/null || true
     echo "$mode goroutine_first_ms=$g_first goroutine_warm_median_ms=$(echo $g_warm | median)" \
          "profile1s_first_ms=$p_first profile1s_warm_median_ms=$(echo $p_warm | median)" \
-         "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own"
+         "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own" \
+         "goroutine_first_cpu_ms=$g_first_cpu goroutine_warm_cpu_median_ms=$(echo $g_warm_cpu | median)"
 }
 
 for i in $(seq "$runs"); do

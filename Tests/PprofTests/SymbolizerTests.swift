@@ -582,6 +582,18 @@ private struct InfoSections {
                                lineSections: DWARFLineSections(line: b[2], lineStr: b[3], str: b[4]))
         }
     }
+
+    /// The units the per-unit index (both kinds) places at `addresses`.
+    func indexedUnits(at addresses: [UInt64]) -> [[UInt32]] {
+        withBuffers([info, abbrev, line, lineStr, str, strOffsets, addr, ranges, rnglists]) { b in
+            let sections = DWARFInfoSections(info: b[0], abbrev: b[1], str: b[4], lineStr: b[3], strOffsets: b[5],
+                                             addr: b[6], ranges: b[7], rnglists: b[8])
+            let line = DWARFLineSections(line: b[2], lineStr: b[3], str: b[4])
+            let byUnits = DWARFUnitIndex(info: sections, line: line) { _ in true }
+            let byPrograms = DWARFUnitIndex(programsIn: line) { _ in true }
+            return addresses.map { byUnits.units(containing: $0) + byPrograms.units(containing: $0) }
+        }
+    }
 }
 
 private enum Attr {
@@ -789,6 +801,8 @@ private func expectWellFormed(_ table: InlineTable) {
                         let table = sections.inlineTable()
                         expectWellFormed(table)
                         for address: UInt64 in [0x1010, 0x1020, 0x5010, 0x5100] { _ = table.lookup(address) }
+                        // The per-unit index reads the same damaged bytes.
+                        _ = sections.indexedUnits(at: [0x1010, 0x1020, 0x5010, 0x5100])
                     }
                 }
             }

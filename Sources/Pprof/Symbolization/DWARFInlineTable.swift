@@ -79,7 +79,23 @@ struct InlineTable: Sendable {
     /// (ranges of discarded functions start at 0 or -1).
     init(sections: DWARFInfoSections, units: [DWARFUnit], lineSections: DWARFLineSections,
          keepRange: (UInt64) -> Bool = { _ in true }) {
-        var builder = InlineTableBuilder(sections: sections, units: units, lineSections: lineSections)
+        self.init(sections: sections, collecting: units, lineSections: lineSections, keepRange: keepRange) { offset in
+            // The unit holding the DIE: the last one starting before it.
+            var low = 0, high = units.count
+            while low < high {
+                let middle = (low + high) / 2
+                if units[middle].offset <= offset { low = middle + 1 } else { high = middle }
+            }
+            return low > 0 && offset < units[low - 1].end ? units[low - 1] : nil
+        }
+    }
+
+    /// The inlined calls of `units` only (one compile unit's, read on first
+    /// need); `unitContaining` finds the unit of a DIE that a reference
+    /// points to, which may be another.
+    init(sections: DWARFInfoSections, collecting units: [DWARFUnit], lineSections: DWARFLineSections,
+         keepRange: (UInt64) -> Bool, unitContaining: @escaping (Int) -> DWARFUnit?) {
+        var builder = InlineTableBuilder(sections: sections, lineSections: lineSections, unitContaining: unitContaining)
         for unit in units where unit.tag == DWARFTag.compileUnit || unit.tag == DWARFTag.partialUnit {
             builder.collect(unit, keepRange: keepRange)
         }
@@ -113,21 +129,21 @@ private struct InlineTableBuilder {
     }
 
     let sections: DWARFInfoSections
-    let units: [DWARFUnit]
     let lineSections: DWARFLineSections
+    /// The unit holding a DIE (by its offset in .debug_info).
+    let unitContaining: (Int) -> DWARFUnit?
     var intervals: [Interval] = []
     /// Per inlined call: name, call file and call line (nodes copy them).
     var calls: [(name: UInt32, callFile: UInt32, callLine: UInt32)] = []
     var names: [String] = []
     var nameIndexByDIE: [Int: UInt32] = [:]
     var nameIndexByText: [String: UInt32] = [:]
-    var paths: [String] = []
-    var pathIndex: [String: UInt32] = [:]
+    var paths = InternedPaths()
 
-    init(sections: DWARFInfoSections, units: [DWARFUnit], lineSections: DWARFLineSections) {
+    init(sections: DWARFInfoSections, lineSections: DWARFLineSections, unitContaining: @escaping (Int) -> DWARFUnit?) {
         self.sections = sections
-        self.units = units
         self.lineSections = lineSections
+        self.unitContaining = unitContaining
     }
 
     /// Collects the inlined calls of one unit, or nothing if it is malformed.
@@ -205,14 +221,7 @@ private struct InlineTableBuilder {
         }
     }
 
-    mutating func path(_ bytes: [UInt8]) -> UInt32 {
-        let path = String(decoding: bytes, as: UTF8.self)
-        if let known = pathIndex[path] { return known }
-        let index = UInt32(paths.count)
-        paths.append(path)
-        pathIndex[path] = index
-        return index
-    }
+    mutating func path(_ bytes: [UInt8]) -> UInt32 { paths.intern(bytes) }
 
     /// The name of the function a DW_AT_abstract_origin points to: its
     /// linkage (mangled) name, else its plain name, following
@@ -245,14 +254,7 @@ private struct InlineTableBuilder {
 
     /// Names and the next DIE to look at, for the DIE at `offset` in .debug_info.
     private func attributes(ofDIE offset: Int) -> (linkage: [UInt8]?, plain: [UInt8]?, next: Int?)? {
-        // The unit holding the DIE: the last one starting before it.
-        var low = 0, high = units.count
-        while low < high {
-            let middle = (low + high) / 2
-            if units[middle].offset <= offset { low = middle + 1 } else { high = middle }
-        }
-        guard low > 0, offset < units[low - 1].end else { return nil }
-        let unit = units[low - 1]
+        guard let unit = unitContaining(offset) else { return nil }
         var cursor = DWARFCursor(sections.info, offset: offset, limit: unit.end)
         guard let code = try? cursor.uleb(), let abbreviation = unit.abbreviations[code] else { return nil }
         var linkage: [UInt8]?, plain: [UInt8]?, next: Int?
@@ -306,6 +308,6 @@ private struct InlineTableBuilder {
             boundary(at: top.end)
         }
         return InlineTable(addresses: addresses, innermost: innermost, nodes: compacted(nodes),
-                           names: compacted(names), paths: compacted(paths))
+                           names: compacted(names), paths: compacted(paths.paths))
     }
 }

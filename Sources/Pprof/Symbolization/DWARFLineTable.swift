@@ -51,34 +51,60 @@ struct LineTable: Sendable {
     init(sections: DWARFLineSections, compilationDirectories: [Int: [UInt8]] = [:],
          keepSequence: (UInt64) -> Bool = { _ in true }) {
         var builder = LineTableBuilder()
-        var cursor = DWARFCursor(sections.line)
-        while !cursor.isAtEnd {
-            let unitStart = cursor.offset
-            guard let (length, offsetSize) = try? cursor.initialLength(),
-                  length <= UInt64(cursor.remaining)
-            else { break } // the next unit cannot be found: stop
-            let unitEnd = cursor.offset + Int(length)
-            builder.beginUnit()
-            do {
-                var program = LineProgram()
-                program.offsetSize = offsetSize
-                program.compilationDirectory = compilationDirectories[unitStart] ?? []
-                var header = DWARFCursor(sections.line, offset: cursor.offset, limit: unitEnd)
-                let programStart = try program.readHeader(&header)
-                var body = DWARFCursor(sections.line, offset: programStart, limit: unitEnd)
-                try program.execute(&body, sections: sections, builder: &builder, keepSequence: keepSequence)
-                builder.commitUnit()
-            } catch {
-                builder.abandonUnit()
-            }
-            cursor.offset = unitEnd
+        var offset = 0
+        while offset < sections.line.count,
+              let end = Self.readProgram(at: offset, sections: sections,
+                                         compilationDirectory: compilationDirectories[offset] ?? [],
+                                         keepSequence: keepSequence, into: &builder) {
+            offset = end
         }
         self = builder.finish()
     }
 
+    /// The rows of the line-number programs at `programs` (offsets of
+    /// their unit headers in `sections.line`, with their units'
+    /// DW_AT_comp_dir) only, as the whole-section initializer gives them
+    /// for their addresses: a compile unit's, read on first need.
+    init(sections: DWARFLineSections, programs: [(offset: Int, compilationDirectory: [UInt8])],
+         keepSequence: (UInt64) -> Bool) {
+        var builder = LineTableBuilder()
+        for program in programs where program.offset < sections.line.count {
+            _ = Self.readProgram(at: program.offset, sections: sections, compilationDirectory: program.compilationDirectory,
+                                 keepSequence: keepSequence, into: &builder)
+        }
+        self = builder.finish()
+    }
+
+    /// Runs the program whose unit header is at `unitStart`; returns where
+    /// the next unit starts, nil if it cannot be found. A malformed program
+    /// contributes nothing.
+    static func readProgram<Sink: LineRowSink>(at unitStart: Int, sections: DWARFLineSections, compilationDirectory: [UInt8],
+                                               keepSequence: (UInt64) -> Bool, into builder: inout Sink) -> Int? {
+        var cursor = DWARFCursor(sections.line, offset: unitStart)
+        guard let (length, offsetSize) = try? cursor.initialLength(),
+              length <= UInt64(cursor.remaining)
+        else { return nil } // the next unit cannot be found: stop
+        let unitEnd = cursor.offset + Int(length)
+        builder.beginUnit()
+        do {
+            var program = LineProgram()
+            program.offsetSize = offsetSize
+            program.compilationDirectory = compilationDirectory
+            var header = DWARFCursor(sections.line, offset: cursor.offset, limit: unitEnd)
+            let programStart = try program.readHeader(&header)
+            var body = DWARFCursor(sections.line, offset: programStart, limit: unitEnd)
+            try program.execute(&body, sections: sections, builder: &builder, keepSequence: keepSequence)
+            builder.commitUnit()
+        } catch {
+            builder.abandonUnit()
+        }
+        return unitEnd
+    }
+
     fileprivate init() {}
 
-    fileprivate init(addresses: [UInt64], files: [UInt32], lines: [UInt32], paths: [String]) {
+    /// Rows sorted by address, as `LineTableBuilder.finish()` gives them.
+    init(addresses: [UInt64], files: [UInt32], lines: [UInt32], paths: [String]) {
         rows = LineRows(addresses: addresses, files: files, lines: lines, pathCount: paths.count)
         self.paths = paths
     }
@@ -97,135 +123,6 @@ struct StringReference {
 struct FileEntry {
     var name: StringReference
     var directory: UInt64
-}
-
-/// Collects the rows of all sequences, then sorts the sequences into one table.
-struct LineTableBuilder {
-    struct Sequence {
-        var start: UInt64
-        var end: UInt64
-        var rows: Range<Int>
-    }
-
-    var addresses: [UInt64] = []
-    var files: [UInt32] = []
-    var lines: [UInt32] = []
-    var sequences: [Sequence] = []
-    var paths: [String] = []
-    var pathIndex: [String: UInt32] = [:]
-
-    // Rollback points for a unit that turns out malformed.
-    private var unitRows = 0, unitSequences = 0, unitPaths = 0
-    /// Where the rows of the sequence being built start.
-    private var sequenceStart = 0
-    private var sequenceInOrder = true
-
-    mutating func beginUnit() {
-        unitRows = addresses.count
-        unitSequences = sequences.count
-        unitPaths = paths.count
-        sequenceStart = addresses.count
-        sequenceInOrder = true
-    }
-
-    mutating func commitUnit() {
-        // Rows of a sequence left without DW_LNE_end_sequence have no end.
-        truncateRows(to: sequenceStart)
-    }
-
-    mutating func abandonUnit() {
-        truncateRows(to: unitRows)
-        sequences.removeSubrange(unitSequences...)
-        for path in paths[unitPaths...] { pathIndex[path] = nil }
-        paths.removeSubrange(unitPaths...)
-        sequenceStart = addresses.count
-    }
-
-    private mutating func truncateRows(to count: Int) {
-        addresses.removeSubrange(count...)
-        files.removeSubrange(count...)
-        lines.removeSubrange(count...)
-    }
-
-    mutating func path(_ bytes: [UInt8]) -> UInt32 {
-        let path = String(decoding: bytes, as: UTF8.self)
-        if let known = pathIndex[path] { return known }
-        let index = UInt32(paths.count)
-        paths.append(path)
-        pathIndex[path] = index
-        return index
-    }
-
-    /// A row of the current sequence. Of rows at one address the last
-    /// counts; a row repeating its predecessor's file and line is merged.
-    @inline(__always)
-    mutating func appendRow(address: UInt64, file: UInt32, line: UInt32) {
-        var count = addresses.count
-        if count > sequenceStart {
-            let previous = addresses[count - 1]
-            if address < previous { sequenceInOrder = false; return }
-            if address == previous {
-                truncateRows(to: count - 1)
-                count -= 1
-            }
-            if count > sequenceStart && files[count - 1] == file && lines[count - 1] == line { return }
-        }
-        addresses.append(address)
-        files.append(file)
-        lines.append(line)
-    }
-
-    /// DW_LNE_end_sequence at `end`: keeps the sequence if it is well formed
-    /// and wanted, and starts the next one.
-    mutating func endSequence(at end: UInt64, keep: (UInt64) -> Bool) {
-        // A row at the end address covers nothing.
-        while addresses.count > sequenceStart && addresses[addresses.count - 1] >= end {
-            truncateRows(to: addresses.count - 1)
-        }
-        if sequenceInOrder, addresses.count > sequenceStart, keep(addresses[sequenceStart]) {
-            sequences.append(Sequence(start: addresses[sequenceStart], end: end,
-                                      rows: sequenceStart..<addresses.count))
-        } else {
-            truncateRows(to: sequenceStart)
-        }
-        sequenceStart = addresses.count
-        sequenceInOrder = true
-    }
-
-    /// One sorted table: sequences by start address, each followed by a gap
-    /// row at its end unless the next starts right there. Of overlapping
-    /// sequences the first (lowest start) wins.
-    func finish() -> LineTable {
-        let order = sequences.indices.sorted {
-            sequences[$0].start != sequences[$1].start ? sequences[$0].start < sequences[$1].start : $0 < $1
-        }
-        var outAddresses: [UInt64] = [], outFiles: [UInt32] = [], outLines: [UInt32] = []
-        let capacity = addresses.count + sequences.count
-        outAddresses.reserveCapacity(capacity)
-        outFiles.reserveCapacity(capacity)
-        outLines.reserveCapacity(capacity)
-        var previousEnd: UInt64?
-        for index in order {
-            let sequence = sequences[index]
-            if let end = previousEnd {
-                if sequence.start < end { continue }
-                if sequence.start == end {
-                    outAddresses.removeLast()
-                    outFiles.removeLast()
-                    outLines.removeLast()
-                }
-            }
-            outAddresses.append(contentsOf: addresses[sequence.rows])
-            outFiles.append(contentsOf: files[sequence.rows])
-            outLines.append(contentsOf: lines[sequence.rows])
-            outAddresses.append(sequence.end)
-            outFiles.append(LineTable.gap)
-            outLines.append(0)
-            previousEnd = sequence.end
-        }
-        // Paths of rows dropped with their sequences stay; they cost little.
-        return LineTable(addresses: outAddresses, files: outFiles, lines: outLines, paths: compacted(paths))
-    }
 }
 
 // DWARF constants (DWARF 5 spec, section 7.22 and 7.5.6).
@@ -404,8 +301,8 @@ struct LineProgram {
 
     // MARK: State machine
 
-    mutating func execute(_ cursor: inout DWARFCursor, sections: DWARFLineSections,
-                          builder: inout LineTableBuilder, keepSequence: (UInt64) -> Bool) throws(MalformedDWARF) {
+    mutating func execute<Sink: LineRowSink>(_ cursor: inout DWARFCursor, sections: DWARFLineSections,
+                                             builder: inout Sink, keepSequence: (UInt64) -> Bool) throws(MalformedDWARF) {
         var address: UInt64 = 0
         var opIndex: UInt64 = 0
         var file: UInt64 = 1
@@ -429,7 +326,9 @@ struct LineProgram {
 
         func emitRow() {
             let index: UInt32
-            if let currentFile, currentFile.register == file {
+            if !Sink.wantsPaths {
+                index = 0
+            } else if let currentFile, currentFile.register == file {
                 index = currentFile.index
             } else {
                 index = resolveFile(file, sections: sections, builder: &builder)
@@ -509,7 +408,7 @@ struct LineProgram {
 
     /// The path-table index of file register value `file`. DWARF 5 numbers
     /// files from 0, earlier versions from 1; an unknown file maps to "".
-    mutating func resolveFile(_ file: UInt64, sections: DWARFLineSections, builder: inout LineTableBuilder) -> UInt32 {
+    mutating func resolveFile<Sink: LineRowSink>(_ file: UInt64, sections: DWARFLineSections, builder: inout Sink) -> UInt32 {
         guard let entryIndex = entryIndex(ofFile: file) else { return builder.path([]) }
         if let known = resolvedFiles[entryIndex] { return known }
         let index = builder.path(fullPath(of: fileEntries[entryIndex], sections: sections))

@@ -42,7 +42,9 @@ struct DWARFAbbreviationTable {
     private var dense: [DWARFAbbreviation?] = []
     private var sparse: [UInt64: DWARFAbbreviation] = [:]
 
-    init(_ abbrev: UnsafeRawBufferPointer, offset: UInt64) throws(MalformedDWARF) {
+    /// - Parameter only: keep this code's declaration alone (for a unit's
+    ///   top DIE), skipping the others' bytes; nil for the whole table.
+    init(_ abbrev: UnsafeRawBufferPointer, offset: UInt64, only: UInt64? = nil) throws(MalformedDWARF) {
         guard offset < UInt64(abbrev.count) else { throw MalformedDWARF() }
         var cursor = DWARFCursor(abbrev, offset: Int(offset))
         while true {
@@ -50,6 +52,14 @@ struct DWARFAbbreviationTable {
             if code == 0 { break }
             let tag = try cursor.uleb()
             let hasChildren = try cursor.u8() != 0
+            if let only, code != only {
+                while true { // skipped: nothing allocated
+                    let name = try cursor.uleb(), form = try cursor.uleb()
+                    if name == 0 && form == 0 { break }
+                    if form == DWARFForm.implicitConst { _ = try cursor.sleb() }
+                }
+                continue
+            }
             var specs: [DWARFAbbreviation.Spec] = []
             while true {
                 let name = try cursor.uleb()
@@ -65,6 +75,7 @@ struct DWARFAbbreviationTable {
             } else {
                 sparse[code] = declaration
             }
+            if code == only { break }
         }
     }
 
@@ -90,49 +101,79 @@ struct DWARFUnit {
     var rnglistsBase: UInt64?
     var stmtList: UInt64?
     var compDir: [UInt8] = []
+    var hasLowPC = false
+    var highPC: Value?
+    var rangesValue: Value?
 
     /// Units of .debug_info with code (compile and partial units; type,
     /// skeleton and split units are skipped). A malformed unit ends the list.
     static func units(in sections: DWARFInfoSections) -> [DWARFUnit] {
         var units: [DWARFUnit] = []
         var abbreviationCache: [UInt64: DWARFAbbreviationTable] = [:]
-        var cursor = DWARFCursor(sections.info)
-        while !cursor.isAtEnd {
-            let start = cursor.offset
-            guard let (length, offsetSize) = try? cursor.initialLength(), length <= UInt64(cursor.remaining) else { break }
-            let end = cursor.offset + Int(length)
-            defer { cursor.offset = end }
-            var header = DWARFCursor(sections.info, offset: cursor.offset, limit: end)
-            guard let version = try? header.fixed(UInt16.self), (2...5).contains(version) else { continue }
-            var unitType: UInt8 = 1 // DW_UT_compile
-            let abbrevOffset: UInt64
-            let addressSize: Int
-            do {
-                if version >= 5 {
-                    unitType = try header.u8()
-                    addressSize = Int(try header.u8())
-                    abbrevOffset = try header.sectionOffset(size: offsetSize)
-                } else {
-                    abbrevOffset = try header.sectionOffset(size: offsetSize)
-                    addressSize = Int(try header.u8())
-                }
-            } catch { continue }
-            // DW_UT_compile and DW_UT_partial only.
-            guard unitType == 1 || unitType == 3, addressSize == 4 || addressSize == 8 else { continue }
-            let table: DWARFAbbreviationTable
-            if let cached = abbreviationCache[abbrevOffset] {
-                table = cached
-            } else {
-                guard let parsed = try? DWARFAbbreviationTable(sections.abbrev, offset: abbrevOffset) else { continue }
-                abbreviationCache[abbrevOffset] = parsed
-                table = parsed
-            }
-            var unit = DWARFUnit(offset: start, end: end, version: version, offsetSize: offsetSize,
-                                 addressSize: addressSize, abbreviations: table, firstDIE: header.offset)
-            guard (try? unit.readTopDIE(sections)) != nil else { continue }
-            units.append(unit)
+        var offset = 0
+        while let (unit, end) = unit(at: offset, in: sections, abbreviationCache: &abbreviationCache) {
+            if let unit { units.append(unit) }
+            offset = end
         }
         return units
+    }
+
+    /// The unit whose header is at `start`, and where the next one starts;
+    /// (nil, end) for a unit to skip (another type, malformed inside); nil
+    /// at the end of the section or if the next unit cannot be found.
+    /// - Parameter topDIEOnly: read only the top DIE's abbreviation
+    ///   (the unit cannot be walked then); `abbreviationCache` unused.
+    static func unit(at start: Int, in sections: DWARFInfoSections,
+                     abbreviationCache: inout [UInt64: DWARFAbbreviationTable],
+                     topDIEOnly: Bool = false) -> (unit: DWARFUnit?, end: Int)? {
+        var cursor = DWARFCursor(sections.info, offset: start)
+        guard !cursor.isAtEnd, let (length, offsetSize) = try? cursor.initialLength(),
+              length <= UInt64(cursor.remaining) else { return nil }
+        let end = cursor.offset + Int(length)
+        var header = DWARFCursor(sections.info, offset: cursor.offset, limit: end)
+        guard let version = try? header.fixed(UInt16.self), (2...5).contains(version) else { return (nil, end) }
+        var unitType: UInt8 = 1 // DW_UT_compile
+        let abbrevOffset: UInt64
+        let addressSize: Int
+        do {
+            if version >= 5 {
+                unitType = try header.u8()
+                addressSize = Int(try header.u8())
+                abbrevOffset = try header.sectionOffset(size: offsetSize)
+            } else {
+                abbrevOffset = try header.sectionOffset(size: offsetSize)
+                addressSize = Int(try header.u8())
+            }
+        } catch { return (nil, end) }
+        // DW_UT_compile and DW_UT_partial only.
+        guard unitType == 1 || unitType == 3, addressSize == 4 || addressSize == 8 else { return (nil, end) }
+        let table: DWARFAbbreviationTable
+        if topDIEOnly {
+            var top = DWARFCursor(sections.info, offset: header.offset, limit: end)
+            guard let code = try? top.uleb(),
+                  let parsed = try? DWARFAbbreviationTable(sections.abbrev, offset: abbrevOffset, only: code)
+            else { return (nil, end) }
+            table = parsed
+        } else if let cached = abbreviationCache[abbrevOffset] {
+            table = cached
+        } else {
+            guard let parsed = try? DWARFAbbreviationTable(sections.abbrev, offset: abbrevOffset) else { return (nil, end) }
+            abbreviationCache[abbrevOffset] = parsed
+            table = parsed
+        }
+        var unit = DWARFUnit(offset: start, end: end, version: version, offsetSize: offsetSize,
+                             addressSize: addressSize, abbreviations: table, firstDIE: header.offset)
+        guard (try? unit.readTopDIE(sections)) != nil else { return (nil, end) }
+        return (unit, end)
+    }
+
+    /// The code addresses the unit DIE claims (DW_AT_ranges, or
+    /// DW_AT_low_pc with DW_AT_high_pc); nil if it claims none.
+    func addressRanges(_ sections: DWARFInfoSections) -> [Range<UInt64>]? {
+        if let rangesValue { return ranges(rangesValue, sections) }
+        guard hasLowPC, let highPC else { return nil }
+        let end = address(highPC, sections) ?? lowPC &+ highPC.raw
+        return lowPC < end ? [lowPC..<end] : []
     }
 
     /// Reads the unit DIE's bases first (strx and addrx values depend on
@@ -150,7 +191,11 @@ struct DWARFUnit {
                 case (0, DWARFAttribute.strOffsetsBase): strOffsetsBase = value.raw
                 case (0, DWARFAttribute.addrBase): addrBase = value.raw
                 case (0, DWARFAttribute.rnglistsBase): rnglistsBase = value.raw
-                case (1, DWARFAttribute.lowPC): lowPC = address(value, sections) ?? 0
+                case (1, DWARFAttribute.lowPC):
+                    lowPC = address(value, sections) ?? 0
+                    hasLowPC = true
+                case (1, DWARFAttribute.highPC): highPC = value
+                case (1, DWARFAttribute.ranges): rangesValue = value
                 case (1, DWARFAttribute.stmtList): stmtList = value.raw
                 case (1, DWARFAttribute.compDir): compDir = string(value, sections) ?? []
                 default: break

@@ -8,6 +8,9 @@ final class DebugSectionData {
     let bytes: UnsafeRawBufferPointer
     private let owned: UnsafeMutableRawPointer?
 
+    /// The bytes were inflated into memory this object owns.
+    var isOwned: Bool { owned != nil }
+
     init(borrowing bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
         owned = nil
@@ -88,15 +91,75 @@ extension ELFImage {
     }
 }
 
+/// The DWARF sections of one image that the line and inline tables read,
+/// kept alive together: borrowed from the mapped file (which this keeps
+/// mapped), or inflated into memory this owns. Never written after init:
+/// shared across threads as read-only memory.
+final class DWARFSectionSet: @unchecked Sendable {
+    let info: DWARFInfoSections
+    let line: DWARFLineSections
+    /// Some section was compressed: its inflated copy is held here.
+    let ownsInflatedData: Bool
+    /// Bytes of the inflated copies.
+    let inflatedBytes: Int
+    private let owned: [DebugSectionData?]
+    private let file: MappedFile?
+
+    /// nil if the image has neither .debug_line nor .debug_info.
+    /// - Parameters:
+    ///   - file: the mapping `image` points into, kept as long as this is.
+    ///   - linesOnly: only what line tables need (.debug_line and its string
+    ///     sections): a separate debug file's .debug_info, unused then, is
+    ///     most of its size (libc's: 5.8 MB, compressed).
+    init?(image: ELFImage, file: MappedFile?, linesOnly: Bool) {
+        let sections = image.sectionsByName()
+        func section(_ name: String) -> DebugSectionData? { image.debugSection(name, in: sections) }
+        let lineNames = [".debug_line", ".debug_str", ".debug_line_str"]
+        let infoNames = [".debug_info", ".debug_abbrev", ".debug_str_offsets", ".debug_addr", ".debug_ranges",
+                         ".debug_rnglists"]
+        let owned = (linesOnly ? lineNames : lineNames + infoNames).map(section)
+        guard owned[0] != nil || !linesOnly && owned[3] != nil else { return nil }
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let bytes = owned.map { $0?.bytes ?? empty } + Array(repeating: empty, count: linesOnly ? infoNames.count : 0)
+        line = DWARFLineSections(line: bytes[0], lineStr: bytes[2], str: bytes[1])
+        info = DWARFInfoSections(info: bytes[3], abbrev: bytes[4], str: bytes[1], lineStr: bytes[2],
+                                 strOffsets: bytes[5], addr: bytes[6], ranges: bytes[7], rnglists: bytes[8])
+        ownsInflatedData = owned.contains { $0?.isOwned == true }
+        inflatedBytes = owned.reduce(0) { $0 + ($1?.isOwned == true ? $1?.bytes.count ?? 0 : 0) }
+        self.owned = owned
+        self.file = file
+    }
+}
+
+/// Where an image's DWARF sections come from, to map (or inflate) them
+/// again after compressed ones were let go (`UnitDebugInfo`).
+final class DWARFSource: @unchecked Sendable {
+    let image: ELFImage
+    /// Keeps the mapping behind `image` alive.
+    let file: MappedFile?
+    let linesOnly: Bool
+
+    init(image: ELFImage, file: MappedFile?, linesOnly: Bool) {
+        self.image = image
+        self.file = file
+        self.linesOnly = linesOnly
+    }
+
+    func open() -> DWARFSectionSet? {
+        DWARFSectionSet(image: image, file: file, linesOnly: linesOnly)
+    }
+}
+
 /// What an image's DWARF says about its addresses: source lines
-/// (.debug_line) and inlined calls (.debug_info), both indexed once.
+/// (.debug_line) and inlined calls (.debug_info), both indexed once, for
+/// the whole image or (`UnitDebugInfo`) for one compile unit.
 struct DebugInfo: Sendable {
     var lines: LineTable
     var inlines: InlineTable
 
     static let empty = DebugInfo(lines: .empty, inlines: .empty)
 
-    private init(lines: LineTable, inlines: InlineTable) {
+    init(lines: LineTable, inlines: InlineTable) {
         self.lines = lines
         self.inlines = inlines
     }
@@ -110,31 +173,31 @@ struct DebugInfo: Sendable {
     ///   debug files, whose .debug_info is large (libc's: 6 MB, seconds to
     ///   index in a debug build) and whose inlining matters little here.
     init?(image: ELFImage, inlinedFrames: Bool = true) {
-        let sections = image.sectionsByName()
-        func section(_ name: String) -> DebugSectionData? { image.debugSection(name, in: sections) }
-        let line = section(".debug_line"), info = section(".debug_info")
-        guard line != nil || info != nil else { return nil }
-        let owned = [line, info, section(".debug_abbrev"), section(".debug_str"), section(".debug_line_str"),
-                     section(".debug_str_offsets"), section(".debug_addr"), section(".debug_ranges"),
-                     section(".debug_rnglists")]
-        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        let bytes = owned.map { $0?.bytes ?? empty }
-        let infoSections = DWARFInfoSections(info: bytes[1], abbrev: bytes[2], str: bytes[3], lineStr: bytes[4],
-                                             strOffsets: bytes[5], addr: bytes[6], ranges: bytes[7], rnglists: bytes[8])
-        let lineSections = DWARFLineSections(line: bytes[0], lineStr: bytes[4], str: bytes[3])
-        let code = image.codeRanges()
-        let isCode = { (address: UInt64) in code.contains { $0.contains(address) } }
-        self = withExtendedLifetime(owned) {
-            let units = inlinedFrames ? DWARFUnit.units(in: infoSections) : []
+        guard let sections = DWARFSectionSet(image: image, file: nil, linesOnly: !inlinedFrames) else { return nil }
+        self.init(sections: sections, isCode: image.codeRanges().containsAddress, inlinedFrames: inlinedFrames)
+    }
+
+    /// The tables of every unit of `sections`.
+    init(sections: DWARFSectionSet, isCode: (UInt64) -> Bool, inlinedFrames: Bool) {
+        self = withExtendedLifetime(sections) {
+            let units = inlinedFrames ? DWARFUnit.units(in: sections.info) : []
             var directories: [Int: [UInt8]] = [:]
             for unit in units {
                 if let offset = unit.stmtList, offset < UInt64(Int.max), !unit.compDir.isEmpty {
                     directories[Int(offset)] = unit.compDir
                 }
             }
-            return DebugInfo(lines: LineTable(sections: lineSections, compilationDirectories: directories, keepSequence: isCode),
-                             inlines: InlineTable(sections: infoSections, units: units, lineSections: lineSections,
+            return DebugInfo(lines: LineTable(sections: sections.line, compilationDirectories: directories,
+                                              keepSequence: isCode),
+                             inlines: InlineTable(sections: sections.info, units: units, lineSections: sections.line,
                                                   keepRange: isCode))
         }
+    }
+}
+
+extension [Range<UInt64>] {
+    /// Whether one of the ranges holds `address` (for an image's few code sections).
+    func containsAddress(_ address: UInt64) -> Bool {
+        contains { $0.contains(address) }
     }
 }

@@ -84,7 +84,7 @@ struct FunctionSymbolTable {
         self.image = image
         self.file = file
         let sections = image.sectionHeaders
-        typealias Candidate = (entry: Entry, rank: (Int, Int, Int))
+        typealias Candidate = (entry: Entry, binding: Int32)
         var candidates: [Candidate] = []
         for table in sections where table.sh_type == SHT_SYMTAB || table.sh_type == SHT_DYNSYM {
             let entrySize = table.sh_entsize
@@ -106,22 +106,31 @@ struct FunctionSymbolTable {
                 let end = symbol.st_size > 0 ? symbol.st_value &+ symbol.st_size : sectionEnd
                 guard end > symbol.st_value else { continue }
                 let nameOffset = strings.sh_offset + UInt64(symbol.st_name)
-                let rank = (symbol.st_size > 0 ? 1 : 0,
-                            -image.leadingUnderscores(at: nameOffset),
-                            binding == STB_GLOBAL ? 2 : binding == STB_WEAK ? 1 : 0)
                 guard let entry = Entry(address: symbol.st_value, end: end, sized: symbol.st_size > 0,
                                         nameOffset: nameOffset) else { continue }
-                candidates.append((entry, rank))
+                candidates.append((entry, binding))
             }
         }
         // Aliases share an address: keep the most telling name: sized, with
         // fewest leading underscores (the weak `getpid`, not the global
-        // `__getpid`), then global before weak before local.
-        candidates.sort { $0.entry.address != $1.entry.address ? $0.entry.address < $1.entry.address : $0.rank > $1.rank }
+        // `__getpid`), then global before weak before local; of equals the
+        // first. Ranked only where addresses tie (the sort is stable).
+        func rank(_ candidate: Candidate) -> (Int, Int, Int) {
+            (candidate.entry.sized ? 1 : 0, -image.leadingUnderscores(at: candidate.entry.nameOffset),
+             candidate.binding == STB_GLOBAL ? 2 : candidate.binding == STB_WEAK ? 1 : 0)
+        }
+        candidates.sort { $0.entry.address < $1.entry.address }
         var unique: [Entry] = []
         unique.reserveCapacity(candidates.count)
-        for candidate in candidates where unique.last?.address != candidate.entry.address {
-            unique.append(candidate.entry)
+        var start = 0
+        while start < candidates.count {
+            var best = start, next = start + 1
+            while next < candidates.count, candidates[next].entry.address == candidates[start].entry.address {
+                if rank(candidates[next]) > rank(candidates[best]) { best = next }
+                next += 1
+            }
+            unique.append(candidates[best].entry)
+            start = next
         }
         entries = Entries(sorted: unique)
         var stubs: [(start: UInt64, end: UInt64, name: String)] = []

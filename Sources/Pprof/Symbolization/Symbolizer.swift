@@ -10,8 +10,9 @@ import Synchronization
 /// local Swift symbols dladdr cannot see.
 ///
 /// Files and lines come from the image's DWARF .debug_line, and inlined
-/// calls from its .debug_info (DW_TAG_inlined_subroutine), both indexed once
-/// per image on the first address that lands in it (`DebugInfo`) and then
+/// calls from its .debug_info (DW_TAG_inlined_subroutine), both indexed per
+/// compile unit on the first address that lands in it (`UnitDebugInfo`;
+/// per image where the sections are compressed, `DebugInfo`) and then
 /// answered by binary search. (The toolchain's Runtime module re-runs every
 /// line-number program of the image for each address: tens of milliseconds
 /// per address for a real server.) DWARF is read from the image itself or
@@ -59,7 +60,7 @@ final class Symbolizer: Sendable {
     func frames(at address: UInt64) -> [SymbolizedFrame] {
         let interval = rescanInterval
         let (frames, loaded) = state.withLock { state in
-            defer { state.failedNow = [] }
+            defer { state.endBatch() }
             return (state.frames(at: address, rescanInterval: interval), state.takeLoadedTables())
         }
         if loaded { Self.returnFreedMemory() }
@@ -73,7 +74,7 @@ final class Symbolizer: Sendable {
     func frames(at addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
         let interval = rescanInterval
         let (table, loaded) = state.withLock { state in
-            defer { state.failedNow = [] }
+            defer { state.endBatch() }
             var table: [UInt64: [SymbolizedFrame]] = [:]
             table.reserveCapacity(addresses.count)
             for address in addresses where table[address] == nil {
@@ -121,10 +122,12 @@ final class Symbolizer: Sendable {
         for object in objects where state.withLock({ $0.symbolTables[object] == nil }) {
             let loaded = Handover(symbols: State.loadSymbols(of: object))
             var transient = false
-            let info = loaded.symbols.table.map {
+            var info = loaded.symbols.table.map {
                 State.loadDebugInfo(of: object, symbols: $0, fromDebugFile: loaded.symbols.fromDebugFile,
                                     transientFailure: &transient)
             }
+            info?.readAll()
+            info?.releaseInflatedSections()
             let keepInfo = !transient
             state.withLock { state in
                 defer { state.failedNow = [] }
@@ -143,8 +146,9 @@ final class Symbolizer: Sendable {
             var usage = SymbolizerMemory(cache: state.frameCacheBytes)
             for case let table? in state.symbolTables.values { usage.symbols += table.memoryBytes }
             for info in state.debugInfo.values {
-                usage.lines += info.lines.memoryBytes
-                usage.inlines += info.inlines.memoryBytes
+                let bytes = info.memoryBytes
+                usage.lines += bytes.lines
+                usage.inlines += bytes.inlines
             }
             return usage
         }
@@ -186,8 +190,9 @@ private struct State {
     /// may pass (EMFILE, ENOMEM) is not kept: the next lookup tries again.
     var symbolTables: [LoadedObject: FunctionSymbolTable?] = [:]
     /// Line and inline tables, built from the same file on an object's
-    /// first address; `DebugInfo.empty` where it has no DWARF.
-    var debugInfo: [LoadedObject: DebugInfo] = [:]
+    /// first address (per compile unit where they can be:
+    /// `ImageDebugInfo`); `.empty` where it has no DWARF.
+    var debugInfo: [LoadedObject: ImageDebugInfo] = [:]
     /// Objects whose symbols came from a separate debug file.
     var symbolsFromDebugFile: Set<LoadedObject> = []
     /// Objects that failed to load for a reason that may pass, during the
@@ -204,6 +209,24 @@ private struct State {
     var transientFailures = 0
     /// Tables were read since the last `takeLoadedTables()`.
     var loadedTables = false
+
+    /// Objects whose DWARF tables hold inflated sections.
+    var inflatedHeld: Set<LoadedObject> = []
+    /// Objects that read DWARF units under this acquisition of the lock.
+    var readNow: Set<LoadedObject> = []
+
+    /// After the lookups under one acquisition of the lock: failures may
+    /// be retried; inflated debug sections of objects this batch read no
+    /// unit of are freed (the others are likely needed again soon: the
+    /// stacks of the first few requests keep bringing new units).
+    mutating func endBatch() {
+        failedNow = []
+        for object in inflatedHeld where !readNow.contains(object) {
+            debugInfo[object]?.releaseInflatedSections()
+            inflatedHeld.remove(object)
+        }
+        readNow = []
+    }
 
     mutating func takeLoadedTables() -> Bool {
         defer { loadedTables = false }
@@ -326,35 +349,52 @@ private struct State {
         return LoadedSymbols(table: nil, fromDebugFile: false, transientFailure: transient)
     }
 
-    mutating func debugInfo(of object: LoadedObject, symbols: FunctionSymbolTable) -> DebugInfo {
-        if let known = debugInfo[object] { return known }
+    /// File, line and inlined calls (innermost first) at an ELF virtual
+    /// address of `object`, reading its DWARF on first need.
+    mutating func debugLookup(_ address: UInt64, in object: LoadedObject, symbols: FunctionSymbolTable)
+        -> (location: (file: String, line: Int)?, inlines: [InlineTable.Frame]) {
+        guard debugInfo[object] == nil else {
+            let unitsBefore = debugInfo[object]?.unitsRead ?? 0
+            let found = debugInfo[object]?.lookup(address) ?? (nil, [])
+            if debugInfo[object]?.unitsRead ?? 0 != unitsBefore {
+                loadedTables = true
+                readNow.insert(object)
+            }
+            if debugInfo[object]?.holdsInflatedSections == true { inflatedHeld.insert(object) }
+            return found
+        }
         if failedNow.contains(object) {
             transientFailures += 1
-            return .empty
+            return (nil, [])
         }
         loadedTables = true
         var transient = false
-        let info = Self.loadDebugInfo(of: object, symbols: symbols,
+        var info = Self.loadDebugInfo(of: object, symbols: symbols,
                                       fromDebugFile: symbolsFromDebugFile.contains(object), transientFailure: &transient)
+        let found = info.lookup(address)
         // Symbols from the loaded image (the file could not be mapped this time) have no DWARF.
         if transient || symbolTables[object] == nil {
             transientFailures += 1
             failedNow.insert(object)
         } else {
             debugInfo[object] = info
+            readNow.insert(object)
+            if info.holdsInflatedSections { inflatedHeld.insert(object) }
         }
-        return info
+        return found
     }
 
-    /// Reads an object's DWARF (static, for `Symbolizer.preload()`).
+    /// Prepares an object's DWARF tables: per compile unit where they can
+    /// be read in place, else whole (static, for `Symbolizer.preload()`).
     static func loadDebugInfo(of object: LoadedObject, symbols: FunctionSymbolTable, fromDebugFile: Bool,
-                              transientFailure: inout Bool) -> DebugInfo {
+                              transientFailure: inout Bool) -> ImageDebugInfo {
         guard MemoryHeadroom.isAvailable(symbols.image.bytes.count) else {
             transientFailure = true
             return .empty
         }
-        if fromDebugFile { return DebugInfo(image: symbols.image, inlinedFrames: false) ?? .empty }
-        return DebugInfo(image: symbols.image)
+        let source = DWARFSource(image: symbols.image, file: symbols.file, linesOnly: fromDebugFile)
+        if fromDebugFile { return ImageDebugInfo(source: source) ?? .empty }
+        return ImageDebugInfo(source: source)
             ?? separateDebugInfo(of: object, image: symbols.image, transientFailure: &transientFailure) ?? .empty
     }
 
@@ -362,10 +402,10 @@ private struct State {
     /// that has its own .symtab; files and lines only, no inlined frames:
     /// system libraries' .debug_info is large, and their inlining matters
     /// little here.
-    static func separateDebugInfo(of object: LoadedObject, image: ELFImage, transientFailure: inout Bool) -> DebugInfo? {
+    static func separateDebugInfo(of object: LoadedObject, image: ELFImage, transientFailure: inout Bool) -> ImageDebugInfo? {
         guard let debug = SeparateDebugFile(for: image, path: object.name, buildID: object.buildID,
                                             transientFailure: &transientFailure) else { return nil }
-        return withExtendedLifetime(debug.file) { DebugInfo(image: debug.image, inlinedFrames: false) }
+        return ImageDebugInfo(source: DWARFSource(image: debug.image, file: debug.file, linesOnly: true))
     }
 
     /// The physical function's frame, preceded by one frame per inlined call
@@ -376,11 +416,10 @@ private struct State {
         guard let table = symbols(of: object) else { return [] }
         let fileAddress = address &- object.bias
         guard let symbol = table.lookup(fileAddress) else { return [] }
-        let info = debugInfo(of: object, symbols: table)
-        let location = info.lines.lookup(fileAddress)
+        let (location, inlines) = debugLookup(fileAddress, in: object, symbols: table)
         var file = location?.file ?? "", line = location?.line ?? 0
         var frames: [SymbolizedFrame] = []
-        for call in info.inlines.lookup(fileAddress) {
+        for call in inlines {
             frames.append(SymbolizedFrame(function: call.function, systemName: call.systemName,
                                           file: file, line: line, entry: 0))
             file = call.callFile

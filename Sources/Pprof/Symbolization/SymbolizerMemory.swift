@@ -7,7 +7,8 @@ struct SymbolizerMemory: Sendable, Equatable {
     var cache: Int
     /// Function symbol tables (`FunctionSymbolTable`).
     var symbols = 0
-    /// DWARF line tables (`LineTable`).
+    /// DWARF line tables (`LineTable`), with the per-unit index and the
+    /// inflated debug sections held between requests (`UnitDebugInfo`).
     var lines = 0
     /// DWARF inlined-call tables (`InlineTable`).
     var inlines = 0
