@@ -159,7 +159,7 @@ struct ThreadStates {
     }
 
     /// One thread's samples, with its window shared as the type's comment says.
-    private static func add(_ state: State, runnableFraction: Double?, into data: inout ProfileData) {
+    static func add(_ state: State, runnableFraction: Double?, into data: inout ProfileData) {
         var state = state
         state.settlePending()
         let onCPU = state.onCPUCounts.values.reduce(0, +), blocked = state.blockedCounts.values.reduce(0, +)
