@@ -42,9 +42,15 @@ struct GoroutineProfile: NamedProfile {
     }
 
     /// One block per thread, shaped like Go's `goroutine N [state]:` dump.
+    /// Threads blocked at the same place have the same stack: each distinct
+    /// stack is symbolized and written once, then reused (a dump of 1000
+    /// threads has a few dozen distinct stacks).
     private func fullDump(symbols: some SymbolSource) -> String {
         let threads = ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds)
-        let symbols = PrefetchedSymbols(symbols, addresses: threads.flatMap { Self.adjusted($0.stack) })
+        var frameText: [[UInt64]: String] = [:]
+        for thread in threads where thread.answered { frameText[thread.stack] = "" }
+        let symbols = PrefetchedSymbols(symbols, addresses: frameText.keys.flatMap { Self.adjusted($0) })
+        for stack in Array(frameText.keys) { frameText[stack] = Self.frameLines(stack, symbols: symbols) }
         var out = ""
         for thread in threads.sorted(by: { $0.tid < $1.tid }) where thread.status != .exited {
             let cpu = thread.cpuNanoseconds >= 0 ? ", \(Self.seconds(thread.cpuNanoseconds)) CPU" : ""
@@ -53,21 +59,28 @@ struct GoroutineProfile: NamedProfile {
                 out += "\t(no stack: \(Self.reason(thread.status)))\n\n"
                 continue
             }
-            for address in Self.adjusted(thread.stack) {
-                let frames = symbols.frames(at: address)
-                guard !frames.isEmpty else {
-                    out += "0x\(String(address, radix: 16))\n\t?\n"
-                    continue
-                }
-                for (i, frame) in frames.enumerated() {
-                    let inlined = i < frames.count - 1
-                    let offset = !inlined && frame.entry > 0 && address >= frame.entry ? " +0x" + String(address - frame.entry, radix: 16) : ""
-                    let place = frame.file.isEmpty ? "?" : "\(frame.file):\(frame.line)"
-                    out += "\(frame.function)\(inlined ? " (inlined)" : "")\n\t\(place)\(offset)\n"
-                }
-            }
+            out += frameText[thread.stack] ?? ""
             if thread.truncated { out += "...additional frames elided...\n" }
             out += "\n"
+        }
+        return out
+    }
+
+    /// A stack's frames in the `debug=2` form: function, then file:line and offset.
+    private static func frameLines(_ stack: [UInt64], symbols: some SymbolSource) -> String {
+        var out = ""
+        for address in adjusted(stack) {
+            let frames = symbols.frames(at: address)
+            guard !frames.isEmpty else {
+                out += "0x\(String(address, radix: 16))\n\t?\n"
+                continue
+            }
+            for (i, frame) in frames.enumerated() {
+                let inlined = i < frames.count - 1
+                let offset = !inlined && frame.entry > 0 && address >= frame.entry ? " +0x" + String(address - frame.entry, radix: 16) : ""
+                let place = frame.file.isEmpty ? "?" : "\(frame.file):\(frame.line)"
+                out += "\(frame.function)\(inlined ? " (inlined)" : "")\n\t\(place)\(offset)\n"
+            }
         }
         return out
     }

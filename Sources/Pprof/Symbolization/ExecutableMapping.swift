@@ -32,10 +32,13 @@ struct ProcMapsEntry: Hashable {
     private static func parseLine(_ line: ArraySlice<UInt8>) -> ProcMapsEntry? {
         var fields: [ArraySlice<UInt8>] = []
         var rest = line[...]
-        for _ in 0..<5 {
+        for index in 0..<5 {
             rest = rest.drop { $0 == UInt8(ascii: " ") }
             let field = rest.prefix { $0 != UInt8(ascii: " ") }
             guard !field.isEmpty else { return nil }
+            // Most lines are not executable (with many threads, their stacks
+            // and guard pages): dropped before anything else is parsed.
+            if index == 1 && (field.count < 3 || field[field.startIndex + 2] != UInt8(ascii: "x")) { return nil }
             fields.append(field)
             rest = rest.dropFirst(field.count)
         }

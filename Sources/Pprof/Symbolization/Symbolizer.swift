@@ -32,14 +32,26 @@ final class Symbolizer: Sendable {
     static let maxCachedBytes = 4 << 20
 
     private let state = Mutex(State())
+    private let keptMappings = Mutex<(generation: LoaderGeneration, mappings: [ExecutableMapping])?>(nil)
 
     init(rescanInterval: Duration = .seconds(1)) {
         self.rescanInterval = rescanInterval
     }
 
     /// Executable ("x") mappings from /proc/self/maps in file order, the
-    /// main executable (/proc/self/exe) first.
+    /// main executable (/proc/self/exe) first. Kept while the loader's
+    /// counts of objects loaded and unloaded stay the same: with 1000
+    /// threads the file has thousands of lines (their stacks), and reading
+    /// and parsing it was a third of a `/goroutine` request's CPU.
     func executableMappings() -> [ExecutableMapping] {
+        let generation = DynamicLoader.generation()
+        if let kept = keptMappings.withLock({ $0 }), kept.generation == generation { return kept.mappings }
+        let mappings = readExecutableMappings()
+        if !mappings.isEmpty { keptMappings.withLock { $0 = (generation, mappings) } }
+        return mappings
+    }
+
+    private func readExecutableMappings() -> [ExecutableMapping] {
         guard let text = readWholeFile("/proc/self/maps") else { return [] }
         let entries = ProcMapsEntry.parseExecutable(text)
         let executable = mainExecutablePath()
