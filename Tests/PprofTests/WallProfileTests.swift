@@ -217,15 +217,25 @@ struct WallProfileTests {
         let truthSleep = Double(slept) / Double(slept + computed)
         for c in p.comments { print("wall: comment \(p.string(c))") }
         print("wall: split sleep share \(share("wallSleepPart")) compute \(share("wallComputePart")); measured sleep \(truthSleep)")
-        // Known issue: on this shared 2-core machine under load, the profile's
-        // sleep share was 5.5 points under to 13 points over what the thread
-        // measured (5 of 11 runs within 3 points), even with the kernel's
-        // on-CPU/blocked split (see Docs/Design.md, "Wall-clock profiles").
-        withKnownIssue("wall shares of a 70/30 sleep/compute thread are off by more than 3 points under heavy load",
+        // The 3-point bound holds while the sampler gets a CPU on time. On a
+        // saturated machine (every core busy) it gets one mostly when another
+        // thread blocks, its instants lean toward waits, and the profile says
+        // so in its comments (late ticks); there the bound is a known issue:
+        // 5 of 11 runs beside two `yes` processes were within 3 points
+        // (Docs/Design.md, "Wall-clock profiles").
+        let lateTicks = try #require(wallCommentValue(p, "late_ticks"))
+        let ticks = try #require(wallCommentValue(p, "ticks"))
+        let saturated = Double(lateTicks) > WallProfiler.lateTicksWorthSaying * Double(ticks)
+        print("wall: late ticks \(lateTicks) of \(ticks); saturated: \(saturated)")
+        withKnownIssue("wall shares of a 70/30 sleep/compute thread on a saturated machine (\(lateTicks) of \(ticks) ticks late)",
                        isIntermittent: true) {
             #expect(abs(share("wallSleepPart") - truthSleep) < 0.03)
             #expect(abs(share("wallComputePart") - (1 - truthSleep)) < 0.03)
+        } when: {
+            saturated
         }
+        #expect(saturated == p.comments.contains { p.string($0).contains("ticks started over") },
+                "the profile says it was saturated exactly when its late ticks say so")
         // What holds regardless: both parts are seen, the sleep part the larger.
         #expect(share("wallComputePart") > 0.1 && share("wallSleepPart") > share("wallComputePart"))
 
@@ -267,4 +277,15 @@ struct WallProfileTests {
                                                 rawQuery: "", headers: [], body: []))
         #expect(post.status == 405)
     }
+}
+
+/// The integer after "`name`=" in a profile's comments.
+private func wallCommentValue(_ p: DecodedProfile, _ name: String) -> Int? {
+    for comment in p.comments {
+        let text = p.string(comment)
+        for field in text.split(separator: " ") where field.hasPrefix(name + "=") {
+            if let value = Int(field.dropFirst(name.count + 1)) { return value }
+        }
+    }
+    return nil
 }

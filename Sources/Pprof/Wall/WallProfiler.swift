@@ -23,10 +23,21 @@ enum WallProfiler {
     static let relistEveryTicks = 10
     /// How long a tick waits for a signalled (running) thread to answer.
     static let answerDeadlineMilliseconds: Int32 = 20
+    /// A tick that starts this much after its time is late: the sampler
+    /// waited for a CPU. Late ticks are counted, and said in the comments,
+    /// because on a saturated machine the sampler gets a CPU mostly when
+    /// another thread gives one up (blocks): its instants are not independent
+    /// of the threads it samples, and a thread's split between its running
+    /// and its blocked stacks is less exact (Docs/Design.md, "Wall-clock profiles").
+    static let lateTickNanoseconds: Int64 = 2_000_000
+    /// Above this share of late ticks a profile says the machine was saturated.
+    static let lateTicksWorthSaying = 0.05
 
     /// What a profile saw, for its comments.
     struct Counters: Sendable {
         var ticks = 0
+        /// Ticks that started more than `lateTickNanoseconds` after their time.
+        var lateTicks = 0
         var samples = 0
         var readFromProc = 0
         var signalled = 0
@@ -63,6 +74,7 @@ enum WallProfiler {
                 Clock.sleep(nanoseconds: min(nextTick - now, end - now))
                 continue
             }
+            if now - nextTick > lateTickNanoseconds { counters.lateTicks += 1 }
             nextTick = max(nextTick &+ periodNanoseconds, now)
             if counters.ticks % relistEveryTicks == 0 {
                 tids = liveThreadIDs().filter { $0 != me }
@@ -87,9 +99,12 @@ enum WallProfiler {
         threads.flushAll(into: &data, end: stopped)
         data.durationNanos = stopped - start
         data.comments = [
-            "swift-pprof: wall-clock profile at \(hz) Hz per thread: ticks=\(counters.ticks) threads_max=\(counters.threadsMax) samples=\(counters.samples)",
+            "swift-pprof: wall-clock profile at \(hz) Hz per thread: ticks=\(counters.ticks) late_ticks=\(counters.lateTicks) threads_max=\(counters.threadsMax) samples=\(counters.samples)",
             "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first 8 KiB=\(counters.completed)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
         ]
+        if counters.ticks > 0 && Double(counters.lateTicks) > lateTicksWorthSaying * Double(counters.ticks) {
+            data.comments.append("swift-pprof: \(counters.lateTicks) of \(counters.ticks) ticks started over \(lateTickNanoseconds / 1_000_000) ms late (the sampler waited for a CPU): on a saturated machine its instants follow the scheduler, and each thread's split between running and blocked stacks is less exact")
+        }
         if counters.threadsMax > maxThreadsPerTick {
             data.comments.append("swift-pprof: more than \(maxThreadsPerTick) threads: each tick sampled \(maxThreadsPerTick) of them in turn; each thread's wall time is its window, shared by its samples")
         }
