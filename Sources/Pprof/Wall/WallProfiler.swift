@@ -32,6 +32,8 @@ enum WallProfiler {
         var signalled = 0
         var unchanged = 0
         var completed = 0
+        /// Blocked threads whose previous unwind provably still held (not unwound again).
+        var reused = 0
         var withoutStack = 0
         var threadsMax = 0
     }
@@ -88,7 +90,7 @@ enum WallProfiler {
         data.durationNanos = stopped - start
         data.comments = [
             "swift-pprof: wall-clock profile at \(hz) Hz per thread: ticks=\(counters.ticks) threads_max=\(counters.threadsMax) samples=\(counters.samples)",
-            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first 8 KiB=\(counters.completed)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
+            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first 8 KiB=\(counters.completed), their last unwind reused=\(counters.reused)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
         ]
         if counters.threadsMax > maxThreadsPerTick {
             data.comments.append("swift-pprof: more than \(maxThreadsPerTick) threads: each tick sampled \(maxThreadsPerTick) of them in turn; each thread's wall time is its window, shared by its samples")
@@ -112,6 +114,7 @@ enum WallProfiler {
         counters.signalled += Int(stats.signalled)
         counters.unchanged += Int(stats.unchanged)
         counters.completed += Int(stats.completed)
+        counters.reused += Int(stats.reused)
         var exited = Set<Int32>()
         for i in 0..<count {
             let tid = infos[i].tid

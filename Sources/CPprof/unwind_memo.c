@@ -1,0 +1,87 @@
+// Exact reuse of a blocked thread's last unwind, while wall-clock profiles
+// run. A server's worker that wakes, works and blocks again at the same call
+// is read from /proc afresh at each tick it ran in between, and its stack
+// unwinds to the same frames every time. The unwind (libunwind's CFI steps,
+// the frame-record scan, the frame-pointer walk) is a function of the
+// registers, of the stack bytes it read and of the images' read-only memory
+// (remote_unwind.c records the first two in a cpprof_unwind_deps). A new
+// copy of the same thread with the same sp, pc and layout, in which every
+// recorded read gives the same bytes and the scan finds the same record,
+// unwinds to the recorded frames: they are reused, no unwind is made. Not
+// an approximation: a loop variable the scan passed over may differ (the
+// scan is run again, not compared byte by byte), a return address may not.
+//
+// Invariants: used under the dump lock only, inside an unwind batch (the
+// images it was recorded with are the ones mapped: cleared when they
+// change); only copies read from /proc (sp and pc, nothing else known) are
+// reused; memory is held only while a profile runs (MEMO_SLOTS entries,
+// direct-mapped by tid, about 3.7 KiB each), freed at its end.
+#include "internal.h"
+#include "include/cpprof_threads.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define MEMO_SLOTS 256
+
+typedef struct memo_entry {
+    int32_t tid;
+    int valid;
+    uint64_t sp, pc, stack_addr, stack_len, full_len;
+    uint32_t depth;
+    uint8_t unwinder, truncated;
+    uint64_t pcs[CPPROF_THREAD_MAX_FRAMES];
+    cpprof_unwind_deps deps;
+} memo_entry;
+
+static memo_entry *memo; // MEMO_SLOTS entries while enabled, else NULL
+
+void cpprof_unwind_memo_enable(int on) {
+    if (on) {
+        if (memo == NULL) memo = calloc(MEMO_SLOTS, sizeof *memo);
+        else cpprof_unwind_memo_clear();
+    } else {
+        free(memo);
+        memo = NULL;
+    }
+}
+
+void cpprof_unwind_memo_clear(void) {
+    if (memo == NULL) return;
+    for (size_t i = 0; i < MEMO_SLOTS; i++) memo[i].valid = 0;
+}
+
+static int same_layout(const memo_entry *m, int32_t tid, const cpprof_stack_copy *c) {
+    return m->valid && m->tid == tid && m->sp == c->regs[CPPROF_REG_RSP] && m->pc == c->regs[CPPROF_REG_RIP] &&
+           m->stack_addr == c->stack_addr && m->stack_len == c->stack_len && m->full_len == c->full_len;
+}
+
+uint32_t cpprof_unwind_memo_copy(int32_t tid, const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
+                                 uint8_t *unwinder, uint8_t *truncated, uint8_t *incomplete, int *reused) {
+    *reused = 0;
+    memo_entry *m = memo != NULL && copy->only_sp_pc && max == CPPROF_THREAD_MAX_FRAMES
+        ? &memo[(uint32_t)tid % MEMO_SLOTS] : NULL;
+    if (m == NULL) return cpprof_unwind_copy(copy, pcs, max, unwinder, truncated, incomplete, NULL);
+    if (same_layout(m, tid, copy) && cpprof_unwind_deps_hold(copy, &m->deps)) {
+        memcpy(pcs, m->pcs, m->depth * sizeof *pcs);
+        *unwinder = m->unwinder;
+        *truncated = m->truncated;
+        *incomplete = 0;
+        *reused = 1;
+        return m->depth;
+    }
+    m->valid = 0;
+    uint32_t depth = cpprof_unwind_copy(copy, pcs, max, unwinder, truncated, incomplete, &m->deps);
+    if (*incomplete || m->deps.overflow) return depth;
+    m->tid = tid;
+    m->sp = copy->regs[CPPROF_REG_RSP];
+    m->pc = copy->regs[CPPROF_REG_RIP];
+    m->stack_addr = copy->stack_addr;
+    m->stack_len = copy->stack_len;
+    m->full_len = copy->full_len;
+    m->depth = depth;
+    m->unwinder = *unwinder;
+    m->truncated = *truncated;
+    memcpy(m->pcs, pcs, depth * sizeof *pcs);
+    m->valid = 1;
+    return depth;
+}
