@@ -182,6 +182,9 @@ void cpprof_unwind_memo_clear(void);
 // gives the same frames (*reused = 1). Inside a batch.
 uint32_t cpprof_unwind_memo_copy(int32_t tid, const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
                                  uint8_t *unwinder, uint8_t *truncated, uint8_t *incomplete, int *reused);
+// Bytes above sp that the last unwind of `tid` read, if it was blocked at
+// the same sp and pc then; 0 if there is no such memo.
+size_t cpprof_unwind_memo_need(int32_t tid, uint64_t sp, uint64_t pc);
 // Bounds of the function holding addr, from its FDE (inside a batch). 1 if found.
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
 

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,9 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
 // slot, armed for this dump and claimed here (no signal was sent for it).
 // `cpu_ns`: its CPU time read when it was listed, the first attempt's
 // "before". Only the first PROC_FIRST_COPY bytes are copied: most blocked
-// stacks unwind within them, and the unwind asks for the rest if not.
+// stacks unwind within them, and the unwind asks for the rest if not; a
+// thread blocked at the same sp and pc as at its last unwind (while
+// wall-clock profiles run), only the bytes that unwind read.
 // 0 if the thread is running, gone, or kept running while we read.
 static int capture_blocked(int task_dir, int32_t tid, int64_t cpu_ns, cpprof_dump_slot *s, uint64_t gen) {
     uint64_t armed = cpprof_dump_state(gen, CPPROF_PHASE_ARMED);
@@ -117,7 +120,9 @@ static int capture_blocked(int task_dir, int32_t tid, int64_t cpu_ns, cpprof_dum
         int64_t before = attempt == 0 ? cpu_ns : cpprof_thread_cpu_ns(tid);
         cpprof_proc_regs r;
         if (before < 0 || cpprof_proc_syscall(task_dir, tid, &r) != CPPROF_PROC_BLOCKED) break;
-        size_t len = cpprof_proc_copy_stack(r.sp, s->copy, PROC_FIRST_COPY);
+        size_t want = cpprof_unwind_memo_need(tid, r.sp, r.pc);
+        if (want == 0 || want > PROC_FIRST_COPY) want = PROC_FIRST_COPY;
+        size_t len = cpprof_proc_copy_stack(r.sp, s->copy, want);
         if (len == 0) break;
         // It ran meanwhile: the copy may mix two moments. Try again.
         if (cpprof_thread_cpu_ns(tid) != before) continue;
@@ -126,7 +131,7 @@ static int capture_blocked(int task_dir, int32_t tid, int64_t cpu_ns, cpprof_dum
         s->regs[CPPROF_REG_RIP] = r.pc;
         s->stack_addr = r.sp & ~(uint64_t)7;
         s->stack_len = len;
-        s->full_len = len < PROC_FIRST_COPY ? len : cpprof_proc_stack_len(r.sp, CPPROF_THREAD_STACK_COPY);
+        s->full_len = len < want ? len : cpprof_proc_stack_len(r.sp, CPPROF_THREAD_STACK_COPY);
         s->handler_ns = 0;
         s->only_sp_pc = 1;
         s->cpu_ns = before;
@@ -208,7 +213,11 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
         int err = cpprof_proc_list_tasks(&tids, &n);
         if (err != 0) { pthread_mutex_unlock(&dump_lock); return err; }
     }
-    cpprof_thread_info *infos = calloc(n ? n : 1, sizeof *infos);
+    // Each entry's frames past its depth are never read: only the fields
+    // before them are zeroed (a wall-clock tick zeroed ~110 KiB otherwise).
+    cpprof_thread_info *infos = malloc((n ? n : 1) * sizeof *infos);
+    if (infos != NULL)
+        for (size_t i = 0; i < n; i++) memset(&infos[i], 0, offsetof(cpprof_thread_info, pcs));
     cpprof_dump_slot **slots = calloc(n ? n : 1, sizeof *slots);
     uint64_t *values = calloc(n ? n : 1, sizeof *values);
     size_t *pending = malloc((n ? n : 1) * sizeof *pending);

@@ -10,6 +10,10 @@
 // unwinds to the recorded frames: they are reused, no unwind is made. Not
 // an approximation: a loop variable the scan passed over may differ (the
 // scan is run again, not compared byte by byte), a return address may not.
+// The memo also says how many bytes above sp that unwind read: a thread
+// blocked again at the same sp and pc is copied only that far (a copy of
+// fewer pages costs less); if its stack changed and the unwind needs more,
+// the dumper copies the rest as for any short first copy.
 //
 // Invariants: used under the dump lock only, inside an unwind batch (the
 // images it was recorded with are the ones mapped: cleared when they
@@ -26,7 +30,8 @@
 typedef struct memo_entry {
     int32_t tid;
     int valid;
-    uint64_t sp, pc, stack_addr, stack_len, full_len;
+    uint64_t sp, pc, stack_addr, full_len;
+    uint64_t need; // bytes from stack_addr that the unwind read
     uint32_t depth;
     uint8_t unwinder, truncated;
     uint64_t pcs[CPPROF_THREAD_MAX_FRAMES];
@@ -50,9 +55,31 @@ void cpprof_unwind_memo_clear(void) {
     for (size_t i = 0; i < MEMO_SLOTS; i++) memo[i].valid = 0;
 }
 
+// The copy's length may differ (a shorter one, of the bytes the memo
+// needs): a recorded read past it fails, and the memo does not hold.
 static int same_layout(const memo_entry *m, int32_t tid, const cpprof_stack_copy *c) {
     return m->valid && m->tid == tid && m->sp == c->regs[CPPROF_REG_RSP] && m->pc == c->regs[CPPROF_REG_RIP] &&
-           m->stack_addr == c->stack_addr && m->stack_len == c->stack_len && m->full_len == c->full_len;
+           m->stack_addr == c->stack_addr && m->full_len == c->full_len;
+}
+
+size_t cpprof_unwind_memo_need(int32_t tid, uint64_t sp, uint64_t pc) {
+    if (memo == NULL) return 0;
+    const memo_entry *m = &memo[(uint32_t)tid % MEMO_SLOTS];
+    return m->valid && m->tid == tid && m->sp == sp && m->pc == pc ? (size_t)m->need : 0;
+}
+
+// Bytes from the copy's start that the recorded unwind read: its recorded
+// reads, and the scan's, which end with the record it found (or at the
+// stack's end if it found none).
+static uint64_t bytes_needed(const cpprof_stack_copy *copy, const cpprof_unwind_deps *d) {
+    uint64_t end = copy->stack_addr;
+    for (uint32_t i = 0; i < d->count; i++)
+        if (d->reads[i].addr + d->lens[i] > end) end = d->reads[i].addr + d->lens[i];
+    if (d->scanned) {
+        uint64_t scan_end = d->scan_found ? d->scan_found + 16 : copy->stack_addr + copy->full_len;
+        if (scan_end > end) end = scan_end;
+    }
+    return end - copy->stack_addr;
 }
 
 uint32_t cpprof_unwind_memo_copy(int32_t tid, const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
@@ -76,8 +103,8 @@ uint32_t cpprof_unwind_memo_copy(int32_t tid, const cpprof_stack_copy *copy, uin
     m->sp = copy->regs[CPPROF_REG_RSP];
     m->pc = copy->regs[CPPROF_REG_RIP];
     m->stack_addr = copy->stack_addr;
-    m->stack_len = copy->stack_len;
     m->full_len = copy->full_len;
+    m->need = bytes_needed(copy, &m->deps);
     m->depth = depth;
     m->unwinder = *unwinder;
     m->truncated = *truncated;

@@ -90,7 +90,7 @@ enum WallProfiler {
         data.durationNanos = stopped - start
         data.comments = [
             "swift-pprof: wall-clock profile at \(hz) Hz per thread: ticks=\(counters.ticks) threads_max=\(counters.threadsMax) samples=\(counters.samples)",
-            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first 8 KiB=\(counters.completed), their last unwind reused=\(counters.reused)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
+            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first copy=\(counters.completed), their last unwind reused=\(counters.reused)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
         ]
         if counters.threadsMax > maxThreadsPerTick {
             data.comments.append("swift-pprof: more than \(maxThreadsPerTick) threads: each tick sampled \(maxThreadsPerTick) of them in turn; each thread's wall time is its window, shared by its samples")
