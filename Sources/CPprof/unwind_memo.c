@@ -19,7 +19,7 @@
 // images it was recorded with are the ones mapped: cleared when they
 // change); only copies read from /proc (sp and pc, nothing else known) are
 // reused; memory is held only while a profile runs (MEMO_SLOTS entries,
-// direct-mapped by tid, about 3.7 KiB each), freed at its end.
+// direct-mapped by tid, 3.4 KiB each: 878 KiB), freed at its end.
 #include "internal.h"
 #include "include/cpprof_threads.h"
 #include <stdlib.h>
