@@ -429,10 +429,11 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
     cpprof_dump_cache_store(infos, n, only == NULL);
     int64_t t_end = cpprof_dump_now_ns();
 
-    // Give the copied pages back; while wall-clock profiles run, at their
-    // end: zapping them every tick cost a TLB shootdown, and each next copy
-    // faulted them in again.
-    if (sampling_profiles > 0) {
+    // Give the copied pages back; a wall-clock tick's (its threads, at most 256),
+    // while profiles run, at their end: zapping them every tick cost a TLB
+    // shootdown, and each next copy faulted them in again. A whole dump's
+    // go back at once, as always.
+    if (sampling_profiles > 0 && only != NULL) {
         if (highest_slot > held_slots) held_slots = highest_slot;
     } else {
         cpprof_dump_slots_release(highest_slot);
