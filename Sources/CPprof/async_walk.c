@@ -159,12 +159,21 @@ void cpprof_async_splice(uint64_t *pcs, uint32_t *depth, uint32_t max, const cpp
 // stay as they are.
 void cpprof_async_capture_from_copy(const uint8_t *copy, uint64_t addr, size_t len, cpprof_async_capture *out) {
     out->count = 0;
-    if (cpprof_async_executor_range_count() == 0 || len < 3 * sizeof(uintptr_t)) return;
+    uint32_t ranges = cpprof_async_executor_range_count();
+    if (ranges == 0 || len < 3 * sizeof(uintptr_t)) return;
+    // One bound around every executor range first: most words of a stack
+    // (data, stack addresses, other code) fall outside it, and the scan
+    // over 8 KiB then costs a compare per word, not a loop over the ranges.
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (uint32_t r = 0; r < ranges; r++) {
+        if (cpprof_async_executors[r][0] < lo) lo = cpprof_async_executors[r][0];
+        if (cpprof_async_executors[r][1] > hi) hi = cpprof_async_executors[r][1];
+    }
     const size_t words = len / sizeof(uintptr_t);
     for (size_t i = 2; i < words; i++) {
         uintptr_t ret;
         memcpy(&ret, copy + i * sizeof(uintptr_t), sizeof ret);
-        if (!cpprof_async_is_executor(ret)) continue;
+        if (ret < lo || ret >= hi || !cpprof_async_is_executor(ret)) continue;
         uintptr_t saved_fp, context;
         memcpy(&saved_fp, copy + (i - 1) * sizeof(uintptr_t), sizeof saved_fp);
         memcpy(&context, copy + (i - 2) * sizeof(uintptr_t), sizeof context);

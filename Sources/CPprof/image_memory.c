@@ -82,6 +82,11 @@ static const load_range *loaded_range(uintptr_t addr, size_t len) {
 
 int cpprof_image_loaded(uintptr_t addr, size_t len) { return loaded_range(addr, len) != NULL; }
 
+int cpprof_image_writable(uintptr_t addr, size_t len) {
+    const load_range *range = loaded_range(addr, len);
+    return range != NULL && range->writable;
+}
+
 // --- fault-safe reads of image memory ------------------------------------------
 
 #define LINE_BYTES 256

@@ -117,6 +117,8 @@ void cpprof_images_forget(void);
 const cpprof_text_range *cpprof_image_text(uintptr_t ip);
 // 1 if [addr, addr + len) lies in one loaded segment.
 int cpprof_image_loaded(uintptr_t addr, size_t len);
+// 1 if it lies in one loaded segment that is writable.
+int cpprof_image_writable(uintptr_t addr, size_t len);
 // Copies [addr, addr + len) of a loaded segment into dst: 0, or -1 (never faults).
 int cpprof_image_read(uintptr_t addr, void *dst, size_t len);
 
@@ -142,12 +144,47 @@ int cpprof_unwind_begin(void);
 void cpprof_unwind_end(void);
 // In a fork child: forget libunwind's address space (its cache lock may be held).
 void cpprof_unwind_reset_after_fork(void);
+// What an unwind of a copy depended on: the stack bytes it read (address,
+// length, value) and where the frame-record scan started and what it found.
+// The unwind is a function of the registers, these bytes and the images'
+// read-only memory: another copy with the same registers and layout in
+// which every recorded read gives the same bytes (and the scan the same
+// record) unwinds to the same frames.
+#define CPPROF_UNWIND_DEPS_MAX 96
+typedef struct cpprof_unwind_read { uint64_t addr; uint64_t value[2]; } cpprof_unwind_read;
+typedef struct cpprof_unwind_deps {
+    uint32_t count;
+    int overflow;          // more reads than recorded, or one of writable memory: not reusable
+    int dwarf;             // libunwind took part
+    int scanned;           // the scan ran from scan_from and found scan_found (0: none)
+    uint64_t scan_from, scan_found;
+    uint8_t lens[CPPROF_UNWIND_DEPS_MAX];
+    cpprof_unwind_read reads[CPPROF_UNWIND_DEPS_MAX];
+} cpprof_unwind_deps;
 // Unwinds one copy into pcs (pcs[0] = rip). Returns the depth. *incomplete
 // is set to 1 if the unwind wanted bytes in [stack_len, full_len), which were
 // not copied: the result is then not the whole copy's; with every byte it
-// read present, it is exactly what a copy of full_len bytes gives.
+// read present, it is exactly what a copy of full_len bytes gives. `deps`,
+// if not NULL, receives what the result depended on.
 uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
-                            uint8_t *unwinder, uint8_t *truncated, uint8_t *incomplete);
+                            uint8_t *unwinder, uint8_t *truncated, uint8_t *incomplete,
+                            cpprof_unwind_deps *deps);
+// 1 if `copy` (same registers and layout as the one `deps` was recorded
+// from) gives every recorded read the same bytes and the scan the same
+// record: its unwind is the recorded one. Inside a batch.
+int cpprof_unwind_deps_hold(const cpprof_stack_copy *copy, const cpprof_unwind_deps *deps);
+// --- unwind_memo.c: a blocked thread's last unwind, reused while it holds ---
+// 1: keep memos (a wall-clock profile starts; cleared); 0: free them.
+void cpprof_unwind_memo_enable(int on);
+// Forgets every memo (the images changed).
+void cpprof_unwind_memo_clear(void);
+// cpprof_unwind_copy for thread `tid`, or its last unwind if that provably
+// gives the same frames (*reused = 1). Inside a batch.
+uint32_t cpprof_unwind_memo_copy(int32_t tid, const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max,
+                                 uint8_t *unwinder, uint8_t *truncated, uint8_t *incomplete, int *reused);
+// Bytes above sp that the last unwind of `tid` read, if it was blocked at
+// the same sp and pc then; 0 if there is no such memo.
+size_t cpprof_unwind_memo_need(int32_t tid, uint64_t sp, uint64_t pc);
 // Bounds of the function holding addr, from its FDE (inside a batch). 1 if found.
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end);
 
@@ -169,6 +206,10 @@ size_t cpprof_proc_stack_len(uint64_t sp, size_t cap);
 void cpprof_proc_keep_files(int keep);
 // In a fork child: close the parent's kept files.
 void cpprof_proc_forget_files_after_fork(void);
+// /proc/self/task opened (kept open while files are kept), or -1; give it
+// back with cpprof_proc_close_task_dir.
+int cpprof_proc_open_task_dir(void);
+void cpprof_proc_close_task_dir(int fd);
 // 0 once process_vm_readv was refused (seccomp): callers signal instead.
 int cpprof_proc_available(void);
 struct cpprof_thread_info;

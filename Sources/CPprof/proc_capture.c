@@ -60,12 +60,18 @@ int cpprof_proc_available(void) { return !atomic_load_explicit(&vm_readv_refused
 typedef struct kept_file { int32_t tid; int fd; } kept_file;
 static kept_file kept[KEPT_MAX];
 static size_t kept_cap; // 0: files are not kept
+static int kept_task_dir = -1; // /proc/self/task, open while files are kept
 
 void cpprof_proc_keep_files(int keep) {
     for (size_t i = 0; i < kept_cap; i++)
         if (kept[i].fd >= 0) close(kept[i].fd);
     kept_cap = 0;
+    if (kept_task_dir >= 0) close(kept_task_dir);
+    kept_task_dir = -1;
     if (!keep) return;
+    // Opening /proc/self/task walks the path from /proc each time (a tick's
+    // largest single system call after the captures): kept open too.
+    kept_task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     struct rlimit limit;
     size_t cap = KEPT_MAX;
     if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur / 8 < cap)
@@ -77,6 +83,15 @@ void cpprof_proc_keep_files(int keep) {
 void cpprof_proc_forget_files_after_fork(void) {
     // The parent's threads' files: closed, never read (they are the parent's).
     cpprof_proc_keep_files(0);
+}
+
+int cpprof_proc_open_task_dir(void) {
+    if (kept_task_dir >= 0) return kept_task_dir;
+    return open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+void cpprof_proc_close_task_dir(int fd) {
+    if (fd >= 0 && fd != kept_task_dir) close(fd);
 }
 
 // Reads TID/syscall into buf; the byte count, or -1.

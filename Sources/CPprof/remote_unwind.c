@@ -35,7 +35,20 @@ typedef struct unwind_ctx {
     uint64_t regs[CPPROF_NREGS];
     int hit_copy_end;      // a read fell just past the bytes the stack offers
     int incomplete;        // a read fell in [stack_len, full_len): offered, not copied
+    cpprof_unwind_deps *deps; // records the stack bytes read, or NULL
 } unwind_ctx;
+
+// Records a read the unwind used (once per address and length).
+static void note_read(unwind_ctx *ctx, uintptr_t addr, const void *bytes, size_t len) {
+    cpprof_unwind_deps *d = ctx->deps;
+    if (d == NULL || d->overflow) return;
+    for (uint32_t i = 0; i < d->count; i++)
+        if (d->reads[i].addr == addr && d->lens[i] == len) return;
+    if (len > sizeof d->reads[0].value || d->count == CPPROF_UNWIND_DEPS_MAX) { d->overflow = 1; return; }
+    d->reads[d->count].addr = addr;
+    memcpy(d->reads[d->count].value, bytes, len);
+    d->lens[d->count++] = (uint8_t)len;
+}
 
 // Every bound below is the stack's full length (full_len), never the bytes
 // copied: an unwind that reads only copied bytes then takes the same steps
@@ -45,6 +58,7 @@ static int read_stack(unwind_ctx *ctx, uintptr_t addr, void *dst, size_t len) {
     if (addr >= c->stack_addr && addr - c->stack_addr <= c->stack_len &&
         len <= c->stack_len - (addr - c->stack_addr)) {
         memcpy(dst, c->bytes + (addr - c->stack_addr), len);
+        note_read(ctx, addr, dst, len);
         return 0;
     }
     uint64_t end = c->stack_addr + c->full_len;
@@ -95,6 +109,8 @@ static int follows_call(uint64_t ret) {
     return 0;
 }
 
+// Its reads are not recorded one by one (the words it passes over hold the
+// frame's locals, which change from call to call): a reuse runs it again.
 static int find_frame_record(unwind_ctx *ctx, uint64_t sp, uint64_t *fp_out) {
     const cpprof_stack_copy *c = ctx->copy;
     uint64_t end = c->stack_addr + c->full_len;
@@ -208,6 +224,10 @@ static int acc_access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val,
     // Anything in or near the thread's stack comes from the copy or not at all.
     if (addr + sizeof *val > c->stack_addr - 4096 && addr < c->stack_addr + c->full_len + (1u << 20))
         return read_stack(ctx, (uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
+    // Writable data may change between two unwinds: one that read it is not
+    // reused. (Read-only segments do not change while the images do not; a
+    // read outside every image fails the same way each time.)
+    if (ctx->deps != NULL && cpprof_image_writable((uintptr_t)addr, sizeof *val)) ctx->deps->overflow = 1;
     return cpprof_image_read((uintptr_t)addr, val, sizeof *val) == 0 ? 0 : -UNW_EINVAL;
 }
 
@@ -289,6 +309,8 @@ static int images_ok; // the image list and its memory cache are usable in this 
 int cpprof_unwind_begin(void) {
     int changed = 0;
     images_ok = cpprof_images_begin(&changed);
+    // Memos hold unwinds of the images mapped when they were made.
+    if (changed) cpprof_unwind_memo_clear();
     if (!images_ok) return 0;
 #if CPPROF_HAVE_LIBUNWIND
     load_libunwind();
@@ -304,16 +326,23 @@ int cpprof_unwind_begin(void) {
 void cpprof_unwind_end(void) { cpprof_images_end(); }
 
 uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32_t max, uint8_t *unwinder,
-                            uint8_t *truncated, uint8_t *incomplete) {
+                            uint8_t *truncated, uint8_t *incomplete, cpprof_unwind_deps *deps) {
     *unwinder = CPPROF_UNWIND_NONE;
     *truncated = 0;
     *incomplete = 0;
+    if (deps != NULL) {
+        deps->count = 0;
+        deps->overflow = 0;
+        deps->scanned = 0;
+        deps->dwarf = 0;
+    }
     if (max == 0) return 0;
     unwind_ctx ctx;
     ctx.copy = copy;
     memcpy(ctx.regs, copy->regs, sizeof ctx.regs);
     ctx.hit_copy_end = 0;
     ctx.incomplete = 0;
+    ctx.deps = deps;
     uint32_t depth = 0;
     pcs[depth++] = copy->regs[CPPROF_REG_RIP];
     uint64_t fp = copy->regs[CPPROF_REG_RBP];
@@ -321,6 +350,7 @@ uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32
     int finished = 0;
 #if CPPROF_HAVE_LIBUNWIND
     if (lu.ok && dwarf_enabled && images_ok) {
+        if (deps != NULL) deps->dwarf = 1;
         unw_cursor_t cursor;
         if (lu.init_remote(&cursor, lu.as, &ctx) == 0) {
             *unwinder = CPPROF_UNWIND_DWARF;
@@ -348,14 +378,50 @@ uint32_t cpprof_unwind_copy(const cpprof_stack_copy *copy, uint64_t *pcs, uint32
         depth = walk_copy(&ctx, fp, min_fp, pcs, depth, max);
         // rbp was never known (a /proc read) or never restored: look for the record.
         uint64_t found = 0;
-        if (depth == before && copy->only_sp_pc && find_frame_record(&ctx, min_fp, &found))
-            depth = walk_copy(&ctx, found, min_fp, pcs, depth, max);
+        if (depth == before && copy->only_sp_pc) {
+            cpprof_unwind_deps *deps = ctx.deps;
+            ctx.deps = NULL;
+            int ok = find_frame_record(&ctx, min_fp, &found);
+            ctx.deps = deps;
+            if (deps != NULL) {
+                deps->scanned = 1;
+                deps->scan_from = min_fp;
+                deps->scan_found = ok ? found : 0;
+            }
+            if (ok) depth = walk_copy(&ctx, found, min_fp, pcs, depth, max);
+        }
         if (depth > before || *unwinder == CPPROF_UNWIND_NONE)
             *unwinder = *unwinder == CPPROF_UNWIND_DWARF ? CPPROF_UNWIND_DWARF_THEN_FP : CPPROF_UNWIND_FRAME_POINTERS;
     }
     if (depth == max || (!finished && ctx.hit_copy_end)) *truncated = 1;
     *incomplete = (uint8_t)ctx.incomplete;
     return depth;
+}
+
+int cpprof_unwind_deps_hold(const cpprof_stack_copy *copy, const cpprof_unwind_deps *deps) {
+    if (deps->overflow) return 0;
+#if CPPROF_HAVE_LIBUNWIND
+    int dwarf = lu.ok && dwarf_enabled && images_ok;
+#else
+    int dwarf = 0;
+#endif
+    if (deps->dwarf != dwarf) return 0;
+    unwind_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.copy = copy;
+    for (uint32_t i = 0; i < deps->count; i++) {
+        uint8_t now[sizeof deps->reads[0].value];
+        size_t len = deps->lens[i];
+        if (read_stack(&ctx, (uintptr_t)deps->reads[i].addr, now, len) != 0 ||
+            memcmp(now, deps->reads[i].value, len) != 0)
+            return 0;
+    }
+    if (deps->scanned) {
+        uint64_t found = 0;
+        if (!find_frame_record(&ctx, deps->scan_from, &found)) found = 0;
+        if (found != deps->scan_found) return 0;
+    }
+    return !ctx.incomplete && !ctx.hit_copy_end;
 }
 
 int cpprof_unwind_function_bounds(uint64_t addr, uint64_t *start, uint64_t *end) {

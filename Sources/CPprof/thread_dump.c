@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,12 +47,17 @@ static int atfork_registered;
 static int32_t stuck_tids[STUCK_MAX];
 static _Atomic(void (*)(void)) unwind_hook; // test hook: runs between capture and unwind
 static size_t stuck_count;
+static int sampling_profiles; // wall-clock profiles running (cpprof_threads_sampling)
+static uint32_t held_slots;   // slots whose pages they keep until the last one ends
 
 // --- setup (under dump_lock) -----------------------------------------------
 
 static void after_fork_in_child(void) {
     pthread_mutex_init(&dump_lock, NULL);
     stuck_count = 0;
+    sampling_profiles = 0; // the parent's profiles do not run here
+    held_slots = 0;
+    cpprof_unwind_memo_enable(0);
     cpprof_unwind_reset_after_fork();
     cpprof_dump_cache_clear(); // the parent's threads
     cpprof_proc_forget_files_after_fork();
@@ -103,7 +109,9 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
 // slot, armed for this dump and claimed here (no signal was sent for it).
 // `cpu_ns`: its CPU time read when it was listed, the first attempt's
 // "before". Only the first PROC_FIRST_COPY bytes are copied: most blocked
-// stacks unwind within them, and the unwind asks for the rest if not.
+// stacks unwind within them, and the unwind asks for the rest if not; a
+// thread blocked at the same sp and pc as at its last unwind (while
+// wall-clock profiles run), only the bytes that unwind read.
 // 0 if the thread is running, gone, or kept running while we read.
 static int capture_blocked(int task_dir, int32_t tid, int64_t cpu_ns, cpprof_dump_slot *s, uint64_t gen) {
     uint64_t armed = cpprof_dump_state(gen, CPPROF_PHASE_ARMED);
@@ -112,7 +120,9 @@ static int capture_blocked(int task_dir, int32_t tid, int64_t cpu_ns, cpprof_dum
         int64_t before = attempt == 0 ? cpu_ns : cpprof_thread_cpu_ns(tid);
         cpprof_proc_regs r;
         if (before < 0 || cpprof_proc_syscall(task_dir, tid, &r) != CPPROF_PROC_BLOCKED) break;
-        size_t len = cpprof_proc_copy_stack(r.sp, s->copy, PROC_FIRST_COPY);
+        size_t want = cpprof_unwind_memo_need(tid, r.sp, r.pc);
+        if (want == 0 || want > PROC_FIRST_COPY) want = PROC_FIRST_COPY;
+        size_t len = cpprof_proc_copy_stack(r.sp, s->copy, want);
         if (len == 0) break;
         // It ran meanwhile: the copy may mix two moments. Try again.
         if (cpprof_thread_cpu_ns(tid) != before) continue;
@@ -121,7 +131,7 @@ static int capture_blocked(int task_dir, int32_t tid, int64_t cpu_ns, cpprof_dum
         s->regs[CPPROF_REG_RIP] = r.pc;
         s->stack_addr = r.sp & ~(uint64_t)7;
         s->stack_len = len;
-        s->full_len = len < PROC_FIRST_COPY ? len : cpprof_proc_stack_len(r.sp, CPPROF_THREAD_STACK_COPY);
+        s->full_len = len < want ? len : cpprof_proc_stack_len(r.sp, CPPROF_THREAD_STACK_COPY);
         s->handler_ns = 0;
         s->only_sp_pc = 1;
         s->cpu_ns = before;
@@ -148,8 +158,10 @@ static int complete_copy(cpprof_dump_slot *s, int32_t tid) {
 }
 
 // Unwinds a slot's copy into info; completes a partial /proc copy first if
-// the unwind needs more of it (and the thread has still not run).
-static void unwind_slot(cpprof_dump_slot *s, cpprof_thread_info *info, uint32_t *completed) {
+// the unwind needs more of it (and the thread has still not run). A /proc
+// copy that provably unwinds as this thread's last one reuses it
+// (unwind_memo.c, while wall-clock profiles run): *reused counts those.
+static void unwind_slot(cpprof_dump_slot *s, cpprof_thread_info *info, uint32_t *completed, uint32_t *reused) {
     cpprof_stack_copy copy;
     memcpy(copy.regs, s->regs, sizeof copy.regs);
     copy.stack_addr = s->stack_addr;
@@ -159,8 +171,10 @@ static void unwind_slot(cpprof_dump_slot *s, cpprof_thread_info *info, uint32_t 
     for (int pass = 0; pass < 2; pass++) {
         copy.stack_len = s->stack_len;
         copy.full_len = s->full_len;
-        info->depth = cpprof_unwind_copy(&copy, info->pcs, CPPROF_THREAD_MAX_FRAMES, &info->unwinder,
-                                         &info->truncated, &incomplete);
+        int again = 0;
+        info->depth = cpprof_unwind_memo_copy(info->tid, &copy, info->pcs, CPPROF_THREAD_MAX_FRAMES,
+                                              &info->unwinder, &info->truncated, &incomplete, &again);
+        *reused += (uint32_t)again;
         if (!incomplete || pass > 0 || !complete_copy(s, info->tid)) break;
         (*completed)++;
     }
@@ -199,7 +213,11 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
         int err = cpprof_proc_list_tasks(&tids, &n);
         if (err != 0) { pthread_mutex_unlock(&dump_lock); return err; }
     }
-    cpprof_thread_info *infos = calloc(n ? n : 1, sizeof *infos);
+    // Each entry's frames past its depth are never read: only the fields
+    // before them are zeroed (a wall-clock tick zeroed ~110 KiB otherwise).
+    cpprof_thread_info *infos = malloc((n ? n : 1) * sizeof *infos);
+    if (infos != NULL)
+        for (size_t i = 0; i < n; i++) memset(&infos[i], 0, offsetof(cpprof_thread_info, pcs));
     cpprof_dump_slot **slots = calloc(n ? n : 1, sizeof *slots);
     uint64_t *values = calloc(n ? n : 1, sizeof *values);
     size_t *pending = malloc((n ? n : 1) * sizeof *pending);
@@ -253,7 +271,7 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
     int64_t t_capture = cpprof_dump_now_ns();
     size_t npending = 0;
     uint32_t read_blocked = 0, signalled = 0;
-    int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int task_dir = cpprof_proc_open_task_dir();
     for (size_t i = 0; i < n; i++) {
         cpprof_dump_slot *s = slots[i];
         if (s == NULL) continue;
@@ -287,7 +305,7 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
         else infos[i].status = e == ESRCH ? CPPROF_THREAD_EXITED : CPPROF_THREAD_SEND_FAILED;
     }
 
-    if (task_dir >= 0) close(task_dir);
+    cpprof_proc_close_task_dir(task_dir);
 
     // Wait for the answers, at most until the deadline.
     const int64_t deadline = t_capture + (int64_t)deadline_ms * 1000000LL;
@@ -388,6 +406,7 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
     }
     int have_dwarf = need_unwind ? cpprof_unwind_begin() : 0;
     uint32_t completed = 0; // /proc copies whose unwind needed more than the first bytes
+    uint32_t reused = 0;    // /proc copies whose last unwind was reused
     uint32_t answered = 0;
     int64_t handler_max = 0, handler_sum = 0;
     for (size_t i = 0; i < n; i++) {
@@ -403,15 +422,22 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
             handler_sum += s->handler_ns;
             if (s->handler_ns > handler_max) handler_max = s->handler_ns;
         }
-        unwind_slot(s, &infos[i], &completed);
+        unwind_slot(s, &infos[i], &completed, &reused);
         answered++;
     }
     if (need_unwind) cpprof_unwind_end();
     cpprof_dump_cache_store(infos, n, only == NULL);
     int64_t t_end = cpprof_dump_now_ns();
 
-    // Give the copied pages back.
-    cpprof_dump_slots_release(highest_slot);
+    // Give the copied pages back; a wall-clock tick's (its threads, at most 256),
+    // while profiles run, at their end: zapping them every tick cost a TLB
+    // shootdown, and each next copy faulted them in again. A whole dump's
+    // go back at once, as always.
+    if (sampling_profiles > 0 && only != NULL) {
+        if (highest_slot > held_slots) held_slots = highest_slot;
+    } else {
+        cpprof_dump_slots_release(highest_slot);
+    }
     pthread_mutex_unlock(&dump_lock);
 
     if (stats != NULL) {
@@ -430,6 +456,7 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
         stats->signalled = signalled;
         stats->unchanged = unchanged;
         stats->completed = completed;
+        stats->reused = reused;
     }
     free(slots);
     free(values);
@@ -442,10 +469,16 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
 void cpprof_threads_free(cpprof_thread_info *infos) { free(infos); }
 
 void cpprof_threads_sampling(int active) {
-    static int profiles; // wall-clock profiles running
     pthread_mutex_lock(&dump_lock);
-    if (active && profiles++ == 0) cpprof_proc_keep_files(1);
-    else if (!active && profiles > 0 && --profiles == 0) cpprof_proc_keep_files(0);
+    if (active && sampling_profiles++ == 0) {
+        cpprof_proc_keep_files(1);
+        cpprof_unwind_memo_enable(1);
+    } else if (!active && sampling_profiles > 0 && --sampling_profiles == 0) {
+        cpprof_proc_keep_files(0);
+        cpprof_unwind_memo_enable(0);
+        cpprof_dump_slots_release(held_slots);
+        held_slots = 0;
+    }
     pthread_mutex_unlock(&dump_lock);
 }
 

@@ -111,6 +111,29 @@ final class WallCondition: @unchecked Sendable {
     return x
 }
 
+/// Two sleeps with the same frame size, called from the same frame: while
+/// blocked, the thread has the same stack pointer and program counter in
+/// both, and only the return address into `wallAlternate` tells them apart.
+/// A reused unwind (the memo of blocked threads' unwinds) must still see it.
+@inline(never) func wallSleepA() {
+    var request = timespec(tv_sec: 0, tv_nsec: 7_000_000), left = timespec()
+    _ = nanosleep(&request, &left)
+}
+
+@inline(never) func wallSleepB() {
+    var request = timespec(tv_sec: 0, tv_nsec: 7_000_001), left = timespec()
+    _ = nanosleep(&request, &left)
+}
+
+/// Three sleeps in A, then three in B: consecutive captures in the same one
+/// (reusable), and a switch every 21 ms (not reusable).
+@inline(never) func wallAlternate() {
+    while !wallStop.load(ordering: .relaxed) {
+        for _ in 0..<3 { wallSleepA() }
+        for _ in 0..<3 { wallSleepB() }
+    }
+}
+
 /// 70% asleep, 30% computing, in cycles of random length (5 to 15 ms) so
 /// that no cycle keeps step with the 99 Hz ticks.
 @inline(never) func wallSplit() {
@@ -155,6 +178,7 @@ struct WallProfileTests {
             ("w-condwait", "wallBlockCondWait", { wallBlockCondWait(condition) }),
             ("w-readline", "wallBlockReadLine", { wallBlockReadLine() }),
             ("w-split", "wallSplit", { wallSplit() }),
+            ("w-alternate", "wallAlternate", { wallAlternate() }),
         ]
         for role in roles {
             let name = role.name, body = role.body
@@ -201,7 +225,7 @@ struct WallProfileTests {
             let wall = samples.reduce(Int64(0)) { $0 + $1.values[1] }
             let reachingWall = reaching.reduce(Int64(0)) { $0 + $1.values[1] }
             print("wall: \(role.name) samples \(samples.count) wall \(Double(wall) / 1e9) s, reaching \(role.function): \(Double(reachingWall) / Double(max(wall, 1)))")
-            if role.name != "w-split" {
+            if role.name != "w-split" && role.name != "w-alternate" {
                 #expect(reachingWall * 100 >= wall * 99, "\(role.name): \(reachingWall) of \(wall) ns reach \(role.function)")
             }
             // Its wall time adds up to the window (it existed throughout).
@@ -238,6 +262,25 @@ struct WallProfileTests {
                 "the profile says it was saturated exactly when its late ticks say so")
         // What holds regardless: both parts are seen, the sleep part the larger.
         #expect(share("wallComputePart") > 0.1 && share("wallSleepPart") > share("wallComputePart"))
+
+        // The alternating thread: half its time in each sleep, though blocked
+        // at the same sp and pc in both (a reused unwind told them apart).
+        let alternate = p.samples.filter { thread($0) == "w-alternate" }
+        func alternateShare(_ function: String) -> Double {
+            let total = alternate.reduce(Int64(0)) { $0 + $1.values[1] }
+            let part = alternate.filter { s in p.functionNames(s).contains { $0.contains(function) } }
+                .reduce(Int64(0)) { $0 + $1.values[1] }
+            return Double(part) / Double(max(total, 1))
+        }
+        print("wall: alternate A \(alternateShare("wallSleepA")) B \(alternateShare("wallSleepB"))")
+        #expect(alternateShare("wallSleepA") > 0.3 && alternateShare("wallSleepB") > 0.3,
+                "A \(alternateShare("wallSleepA")) B \(alternateShare("wallSleepB"))")
+        // Unwinds were reused at all (else the above proves nothing about them).
+        let reused = p.comments.map { p.string($0) }.compactMap { comment -> Int? in
+            guard let range = comment.range(of: "their last unwind reused=") else { return nil }
+            return Int(comment[range.upperBound...].prefix { $0.isNumber })
+        }.first
+        #expect((reused ?? 0) > 0, "comments: \(p.comments.map { p.string($0) })")
 
         // The real client reads it.
         let file = try GoPprof.temporaryFile(response.body, name: "fgprof.pb.gz")

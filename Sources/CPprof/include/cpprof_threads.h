@@ -86,7 +86,8 @@ typedef struct cpprof_thread_dump_stats {
     uint32_t read_blocked;   // threads read from /proc while blocked (not signalled)
     uint32_t signalled;      // threads sent a dump signal
     uint32_t unchanged;      // threads that had not run since the previous dump: nothing read
-    uint32_t completed;      // blocked threads whose unwind needed more than their first 8 KiB copied
+    uint32_t completed;      // blocked threads whose unwind needed more than their first copy (8 KiB, or what their last unwind read)
+    uint32_t reused;         // blocked threads whose last unwind was reused (exactly the same frames)
 } cpprof_thread_dump_stats;
 
 /// Dumps every thread of the process. Dumps are serialized: a concurrent

@@ -43,6 +43,8 @@ enum WallProfiler {
         var signalled = 0
         var unchanged = 0
         var completed = 0
+        /// Blocked threads whose previous unwind provably still held (not unwound again).
+        var reused = 0
         var withoutStack = 0
         var threadsMax = 0
     }
@@ -100,7 +102,7 @@ enum WallProfiler {
         data.durationNanos = stopped - start
         data.comments = [
             "swift-pprof: wall-clock profile at \(hz) Hz per thread: ticks=\(counters.ticks) late_ticks=\(counters.lateTicks) threads_max=\(counters.threadsMax) samples=\(counters.samples)",
-            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first 8 KiB=\(counters.completed)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
+            "swift-pprof: captures: unchanged since the last one=\(counters.unchanged) read from /proc while blocked=\(counters.readFromProc) (beyond their first copy=\(counters.completed), their last unwind reused=\(counters.reused)) signalled on a CPU=\(counters.signalled) without a stack=\(counters.withoutStack)",
         ]
         if counters.ticks > 0 && Double(counters.lateTicks) > lateTicksWorthSaying * Double(counters.ticks) {
             data.comments.append("swift-pprof: \(counters.lateTicks) of \(counters.ticks) ticks started over \(lateTickNanoseconds / 1_000_000) ms late (the sampler waited for a CPU): on a saturated machine its instants follow the scheduler, and each thread's split between running and blocked stacks is less exact")
@@ -127,6 +129,7 @@ enum WallProfiler {
         counters.signalled += Int(stats.signalled)
         counters.unchanged += Int(stats.unchanged)
         counters.completed += Int(stats.completed)
+        counters.reused += Int(stats.reused)
         var exited = Set<Int32>()
         for i in 0..<count {
             let tid = infos[i].tid
