@@ -33,12 +33,28 @@ import Testing
         for address in addresses {
             let found = perUnit.lookup(address)
             let location = whole.lines.lookup(address), inlines = whole.inlines.lookup(address)
-            if found.location?.file != location?.file || found.location?.line != location?.line || found.inlines != inlines {
+            if found.location.map({ lexical($0.file) }) != location.map({ lexical($0.file) })
+                || found.location?.line != location?.line || found.inlines != inlines {
                 mismatches.append("0x\(String(address, radix: 16)): \(found) instead of \(String(describing: location)) \(inlines)")
             }
         }
         #expect(mismatches.isEmpty, "\(mismatches.count) of \(addresses.count): \(mismatches.prefix(3))")
         #expect(perUnit.unitsRead > 100)
+    }
+
+    /// `path` with "." and "dir/.." removed. Where two line programs cover
+    /// one address (the TSan runtime linked into the sanitizer build has
+    /// such), the whole-image table and the unit's may name one header
+    /// through different directory entries: `lib/sanitizer_common/x.h` and
+    /// `lib/tsan/rtl/../../sanitizer_common/x.h` are one file.
+    private func lexical(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
+            parts.append(part)
+        }
+        return (path.hasPrefix("/") ? "/" : "") + parts.joined(separator: "/")
     }
 
     @Test func aLookupReadsOnlyTheUnitsAroundItsAddress() throws {
