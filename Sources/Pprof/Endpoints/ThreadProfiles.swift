@@ -47,10 +47,10 @@ struct GoroutineProfile: NamedProfile {
     /// threads has a few dozen distinct stacks).
     private func fullDump(symbols: some SymbolSource) -> String {
         let threads = ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds)
+        let stacks = Set(threads.lazy.filter(\.answered).map(\.stack))
+        let symbols = PrefetchedSymbols(symbols, addresses: stacks.flatMap { Self.adjusted($0) })
         var frameText: [[UInt64]: String] = [:]
-        for thread in threads where thread.answered { frameText[thread.stack] = "" }
-        let symbols = PrefetchedSymbols(symbols, addresses: frameText.keys.flatMap { Self.adjusted($0) })
-        for stack in Array(frameText.keys) { frameText[stack] = Self.frameLines(stack, symbols: symbols) }
+        for stack in stacks { frameText[stack] = Self.frameLines(stack, symbols: symbols) }
         var out = ""
         for thread in threads.sorted(by: { $0.tid < $1.tid }) where thread.status != .exited {
             let cpu = thread.cpuNanoseconds >= 0 ? ", \(Self.seconds(thread.cpuNanoseconds)) CPU" : ""

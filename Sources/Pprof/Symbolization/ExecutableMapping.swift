@@ -36,21 +36,20 @@ struct ProcMapsEntry: Hashable {
             rest = rest.drop { $0 == UInt8(ascii: " ") }
             let field = rest.prefix { $0 != UInt8(ascii: " ") }
             guard !field.isEmpty else { return nil }
-            // Most lines are not executable (with many threads, their stacks
-            // and guard pages): dropped before anything else is parsed.
+            // The permissions ("x" only): most lines are not executable (with
+            // many threads, their stacks and guard pages), dropped before
+            // anything else is parsed.
             if index == 1 && (field.count < 3 || field[field.startIndex + 2] != UInt8(ascii: "x")) { return nil }
             fields.append(field)
             rest = rest.dropFirst(field.count)
         }
         let path = strippingDeletedSuffix(String(decoding: rest.drop { $0 == UInt8(ascii: " ") }, as: UTF8.self))
         let range = fields[0].split(separator: UInt8(ascii: "-"))
-        let perms = fields[1]
         guard range.count == 2,
               let start = UInt64(String(decoding: range[0], as: UTF8.self), radix: 16),
               let limit = UInt64(String(decoding: range[1], as: UTF8.self), radix: 16),
               let offset = UInt64(String(decoding: fields[2], as: UTF8.self), radix: 16),
-              let inode = UInt64(String(decoding: fields[4], as: UTF8.self)),
-              perms.count >= 3, perms[perms.startIndex + 2] == UInt8(ascii: "x")
+              let inode = UInt64(String(decoding: fields[4], as: UTF8.self))
         else { return nil }
         if inode == 0 && path.isEmpty { return nil }
         return ProcMapsEntry(start: start, limit: limit, fileOffset: offset,
