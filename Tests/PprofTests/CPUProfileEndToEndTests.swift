@@ -22,12 +22,19 @@ extension ProcessWideStateTests {
             // The ground truth is what the burners got while sampling was on:
             // other tests share these two cores, so shares drift over time.
             let window = SamplingWindowWatcher(workload)
-            let output: String
+            let response: StrictResponse
             do {
                 defer { workload.stop() }
-                output = try GoPprof.run(["-traces", "\(server.baseURL!)/debug/pprof/profile?seconds=4"])
+                response = try TestHTTP.request(port: server.port!, target: "/debug/pprof/profile?seconds=4")
                 window.waitForEnd()
             }
+            try #require(response.status == 200)
+            // go tool pprof reads the very bytes whose comments explain a miss.
+            let file = try GoPprof.temporaryFile(response.body, name: "cpu-split.pb.gz")
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let output = try GoPprof.run(["-traces", file])
+            let decoded = try DecodedProfile(gzipped: response.body)
+            let comments = decoded.comments.map { decoded.string($0) }.joined(separator: "\n")
             let traces = GoPprof.parseTraces(output)
             var profiled = ["spinAlpha": 0.0, "spinBeta": 0.0, "spinGamma": 0.0]
             var sawCaller = false
@@ -51,7 +58,7 @@ extension ProcessWideStateTests {
             for name in truth.keys {
                 let want = truth[name]! / truthTotal
                 let got = profiled[name]! / max(profiledTotal, 1)
-                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth)")
+                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth); sampler at the end: \(window.samplerState()); profile comments:\n\(comments)")
             }
         }
 
@@ -161,7 +168,14 @@ private final class SamplingWindowWatcher: @unchecked Sendable {
             while Date() < deadline {
                 let on = cpprof_cpu_stats_snapshot().mode != 0
                 if on && !wasOn { self.lock.withLock { self.atStart = workload.totals() } }
-                if !on && wasOn { self.lock.withLock { self.atEnd = workload.totals() }; break }
+                if !on && wasOn {
+                    let s = cpprof_cpu_stats_snapshot()
+                    self.lock.withLock {
+                        self.atEnd = workload.totals()
+                        self.stateAtEnd = "samples=\(s.samples) dropped=\(s.dropped_ring_full) leaf_only=\(s.stack_unbounded) timer_errors=\(s.timer_errors) without_timer=\(s.threads_without_timer) foreign=\(s.foreign_signals)"
+                    }
+                    break
+                }
                 wasOn = on
                 usleep(1_000)
             }
@@ -170,6 +184,10 @@ private final class SamplingWindowWatcher: @unchecked Sendable {
     }
 
     func waitForEnd() { _ = done.wait(timeout: .now() + 60) }
+
+    /// The sampler's counters when sampling went off, for a failure's message.
+    func samplerState() -> String { lock.withLock { stateAtEnd } }
+    private var stateAtEnd = ""
 
     func truth() -> [String: Double] {
         lock.withLock {

@@ -69,22 +69,46 @@ extension ProcessWideStateTests {
             let workload = MeasuredWorkload()
             workload.start()
             defer { workload.stop() }
-            usleep(50_000)
-            // A limit of 8 allows 2 timers (a quarter): fewer than this process
-            // has threads (the workload's 2, the main thread, the test runner's),
-            // however many tests running beside it start or end meanwhile (a
-            // limit derived from the thread count of the moment was not).
-            #expect(liveThreadIDs().count > 2)
+            // RLIMIT_SIGPENDING bounds the signals queued (and the timers held)
+            // by every process of this user together, other tests' child
+            // processes included: a fixed limit of 8 left no room for even the
+            // profiler's probe timer whenever they held 8, and the profile fell
+            // back to the process-wide timer. So the limit is what the user
+            // holds now (SigQ in /proc/self/status) plus 16, and enough parked
+            // threads are started that a quarter of it is fewer than this
+            // process has threads, however many other tests start or end.
+            let held = try #require(userQueuedSignals())
+            let limit = held + 16
+            let stop = FaultFlag()
+            var parked: [pthread_t] = []
+            defer {
+                stop.set()
+                for thread in parked { pthread_join(thread, nil) }
+            }
+            for _ in 0..<(limit / 4 + 8) {
+                parked.append(try #require(faultSpawn { while !stop.isSet { usleep(5_000) } }))
+            }
+            #expect(liveThreadIDs().count > limit / 4)
             var low = saved
-            low.rlim_cur = 8
+            low.rlim_cur = rlim_t(limit)
             #expect(setrlimit(RLIMIT_SIGPENDING_RAW, &low) == 0)
             defer { setrlimit(RLIMIT_SIGPENDING_RAW, &saved) }
             let profile = try CPUProfiler.shared.profile(seconds: 1, hz: 100, isCancelled: { false })
-            #expect(profile.threadsWithoutTimer > 0)
+            let context = "limit \(limit) (the user held \(held) before, \(userQueuedSignals() ?? -1) now)"
+            #expect(profile.perThreadTimers, "the probe timer was refused: \(context)")
+            #expect(profile.threadsWithoutTimer > 0, "\(context)")
             let encoded = try DecodedProfile(bytes: profile.builder().encode(symbols: Symbolizer.shared))
             #expect(encoded.comments.contains { encoded.string($0).contains("threads were not sampled") })
         }
     }
+}
+
+/// Signals queued (and timers held) by this process's user, all its
+/// processes together: the first number of SigQ in /proc/self/status.
+private func userQueuedSignals() -> Int? {
+    guard let status = faultReadFile("/proc/self/status") else { return nil }
+    let line = String(decoding: status, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("SigQ:") }
+    return line.flatMap { Int($0.dropFirst(5).split(separator: "/").first?.trimmingCharacters(in: .whitespaces) ?? "") }
 }
 
 /// RLIMIT_SIGPENDING (11 on Linux), which Glibc's Swift overlay does not import.

@@ -255,13 +255,18 @@ struct WallProfileTests {
                        isIntermittent: true) {
             #expect(abs(share("wallSleepPart") - truthSleep) < 0.03)
             #expect(abs(share("wallComputePart") - (1 - truthSleep)) < 0.03)
+            // Even the order of the two: with 219 of 569 ticks late (the
+            // machine's builds beside the suite), the profile gave the
+            // compute part 0.50 and the sleep part 0.40 of a thread that
+            // measured 0.64 asleep.
+            #expect(share("wallSleepPart") > share("wallComputePart"))
         } when: {
             saturated
         }
         #expect(saturated == p.comments.contains { p.string($0).contains("ticks started over") },
                 "the profile says it was saturated exactly when its late ticks say so")
-        // What holds regardless: both parts are seen, the sleep part the larger.
-        #expect(share("wallComputePart") > 0.1 && share("wallSleepPart") > share("wallComputePart"))
+        // What holds regardless: both parts are seen.
+        #expect(share("wallComputePart") > 0.1 && share("wallSleepPart") > 0.1)
 
         // The alternating thread: half its time in each sleep, though blocked
         // at the same sp and pc in both (a reused unwind told them apart).
