@@ -31,6 +31,31 @@ enum SymbolPreload {
 
     private static let started = Atomic<Bool>(false)
 
+    /// What the process's read-ahead did, for the heap profile's comment:
+    /// what it costs the app is measured on the app (Docs/Benchmarks.md).
+    private struct Report {
+        var mode: Mode
+        var startedNanoseconds: Int64
+        var finishedNanoseconds: Int64?
+        var cpuNanoseconds: Int64 = 0
+        var addresses = 0
+    }
+    private static let report = Mutex<Report?>(nil)
+
+    /// One comment line: the read-ahead's mode, whether it has finished,
+    /// when (after the first `PprofHandler`) and its thread's CPU time.
+    static func comment() -> String {
+        guard let r = report.withLock({ $0 }) else {
+            return "swift-pprof: symbol_read_ahead=\(configuredMode == .off ? "off" : "not_started")"
+        }
+        let mode = r.mode == .full ? "full" : "targeted"
+        guard let finished = r.finishedNanoseconds else {
+            return "swift-pprof: symbol_read_ahead=\(mode) finished=no"
+        }
+        return "swift-pprof: symbol_read_ahead=\(mode) finished=yes after_start_ms=\((finished - r.startedNanoseconds) / 1_000_000) "
+            + "cpu_us=\(r.cpuNanoseconds / 1000) addresses=\(r.addresses)"
+    }
+
     static func mode(environmentValue value: String?) -> Mode {
         switch value?.lowercased() {
         case "1": return .full
@@ -46,6 +71,7 @@ enum SymbolPreload {
     static func startOnce() {
         let mode = configuredMode
         guard mode != .off, !started.exchange(true, ordering: .relaxed) else { return }
+        report.withLock { $0 = Report(mode: mode, startedNanoseconds: Clock.monotonicNanoseconds()) }
         // A failure to start only means the first request loads the tables.
         _ = start(mode, symbolizer: .shared, delay: mode == .targeted ? targetedDelay : .zero, joinable: false)
     }
@@ -56,19 +82,30 @@ enum SymbolPreload {
         guard mode != .off else { return nil }
         let spawned = PThread.spawn(name: "pprof-preload", joinable: joinable) {
             Clock.sleep(delay)
-            run(mode, symbolizer: symbolizer)
+            let cpu = Clock.threadCPUNanoseconds()
+            let addresses = run(mode, symbolizer: symbolizer)
+            let spent = Clock.threadCPUNanoseconds() - cpu, now = Clock.monotonicNanoseconds()
+            if symbolizer === Symbolizer.shared {
+                report.withLock { r in
+                    r?.finishedNanoseconds = now
+                    r?.cpuNanoseconds = spent
+                    r?.addresses = addresses
+                }
+            }
         }
         guard case .success(let thread) = spawned else { return nil }
         return thread
     }
 
-    private static func run(_ mode: Mode, symbolizer: Symbolizer) {
+    /// Reads ahead; returns how many addresses it symbolized (0: full).
+    private static func run(_ mode: Mode, symbolizer: Symbolizer) -> Int {
         switch mode {
         case .off:
-            return
+            return 0
         case .full:
             _ = cpprof_lower_thread_priority()
             symbolizer.preload()
+            return 0
         case .targeted:
             // The captures run at the thread's normal priority: a dump holds
             // the dump lock, and a request's dump waiting behind a nice-19
@@ -84,6 +121,7 @@ enum SymbolPreload {
             _ = symbolizer.executableMappings()
             _ = cpprof_lower_thread_priority()
             symbolizer.readAhead(Array(addresses))
+            return addresses.count
         }
     }
 }
