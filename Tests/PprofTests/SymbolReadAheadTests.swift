@@ -57,6 +57,23 @@ import Testing
         #expect(addresses.contains { !(ahead[$0] ?? []).isEmpty })
     }
 
+    /// The read-ahead reads the units of the code serving a request through
+    /// one function defined in each file (a C-convention closure, emitted
+    /// in its file's unit): each address must be that function, not one
+    /// merged with another's.
+    @Test func requestPathAddressesAreTheirFilesFunctions() {
+        let names = ["httpWorkerPoolUnit", "httpServerUnit", "pprofServerUnit", "pprofHandlerUnit",
+                     "pprofEndpointsUnit", "namedProfileEndpointUnit", "threadProfilesUnit", "cpuProfileEndpointUnit"]
+        let addresses = SymbolPreload.requestPathAddresses
+        #expect(addresses.count == names.count)
+        #expect(Set(addresses).count == addresses.count)
+        let symbolizer = Symbolizer()
+        for (address, name) in zip(addresses, names) {
+            let function = symbolizer.frames(at: address).last?.function ?? ""
+            #expect(function.contains(name), "0x\(String(address, radix: 16)) is \(function)")
+        }
+    }
+
     @Test func offSwitchStartsNothing() {
         let symbolizer = Symbolizer()
         let mode = SymbolPreload.mode(environmentValue: "0")

@@ -56,6 +56,18 @@ enum SymbolPreload {
             + "cpu_us=\(r.cpuNanoseconds / 1000) addresses=\(r.addresses)"
     }
 
+    /// Addresses in the compile units of the code that serves a request
+    /// (one per file; each file is a unit), which the captures cannot see
+    /// before the first request: on the demo the first dump read 7 units of
+    /// its own stack (worker, server, endpoints, the dump) after a
+    /// read-ahead of the other threads' stacks.
+    static var requestPathAddresses: [UInt64] {
+        [httpWorkerPoolUnit, httpServerUnit, pprofServerUnit, pprofHandlerUnit, pprofEndpointsUnit,
+         namedProfileEndpointUnit, threadProfilesUnit, cpuProfileEndpointUnit].map {
+            UInt64(UInt(bitPattern: unsafeBitCast($0, to: UnsafeRawPointer.self)))
+        }
+    }
+
     static func mode(environmentValue value: String?) -> Mode {
         switch value?.lowercased() {
         case "1": return .full
@@ -120,7 +132,7 @@ enum SymbolPreload {
             // The mappings profiles list (build ids read from each file), under the lock: cheap.
             _ = symbolizer.executableMappings()
             _ = cpprof_lower_thread_priority()
-            symbolizer.readAhead(Array(addresses))
+            symbolizer.readAhead(Array(addresses) + requestPathAddresses)
             return addresses.count
         }
     }
