@@ -26,6 +26,8 @@ load_threads=${4:-3}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ms() { curl -s -o /dev/null -w '%{time_total}' "$1" | awk '{printf "%.1f", $1 * 1000}'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# Anonymous and file-backed RSS (the mapped symbol files are page cache): "anon/file" KiB.
+rss_split() { awk '/^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {print a "/" f}' "/proc/$1/status"; }
 # CPU time of the demo's pprof-* threads so far, in microseconds.
 pprof_cpu_us() {
     local total=0 task
@@ -56,7 +58,7 @@ one_run() { # mode: targeted|lazy|preload
     local base="http://127.0.0.1:$pport/debug/pprof"
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$hport/" 2>/dev/null && break; sleep 0.1; done
     sleep "$wait_seconds"
-    local rss0; rss0=$(rss_kib $pid)
+    local rss0 split0; rss0=$(rss_kib $pid); split0=$(rss_split $pid)
     # 1 if the read-ahead thread is still at work when the first request comes.
     local preloading; preloading=$(cat /proc/$pid/task/*/comm 2>/dev/null | grep -c '^pprof-preload$' || true)
     local g_first g_first_cpu g_warm="" g_warm_cpu="" one
@@ -70,7 +72,7 @@ one_run() { # mode: targeted|lazy|preload
     for t in "" cmdline heap allocs "goroutine?debug=1" goroutine threadcreate block mutex symbol "heap?debug=1"; do
         curl -s -o /dev/null "$base/$t"
     done
-    local rss1; rss1=$(rss_kib $pid)
+    local rss1 split1; rss1=$(rss_kib $pid); split1=$(rss_split $pid)
     local heap; heap=$(curl -s "$base/heap?debug=1")
     local own; own=$(echo "$heap" | sed -n 's/.*profiler_memory_bytes=\([0-9]*\).*/\1/p' | head -n 1)
     local ahead; ahead=$(echo "$heap" | sed -n 's/.*swift-pprof: \(symbol_read_ahead=.*\)/\1/p' | head -n 1 | tr ' ' ',')
@@ -84,6 +86,7 @@ one_run() { # mode: targeted|lazy|preload
          "profile1s_first_ms=$p_first profile1s_warm_median_ms=$pw" \
          "profile_ratio=$(awk -v a="$p_first" -v b="$pw" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
          "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own" \
+         "rss_anon_file_before_kib=$split0 rss_anon_file_after_kib=$split1" \
          "read_ahead=$ahead goroutine_warm_cpu_ms=$(echo $g_warm_cpu | tr ' ' ',')"
 }
 
