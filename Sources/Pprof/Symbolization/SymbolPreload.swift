@@ -132,7 +132,9 @@ enum SymbolPreload {
             // The mappings profiles list (build ids read from each file), under the lock: cheap.
             _ = symbolizer.executableMappings()
             _ = cpprof_lower_thread_priority()
-            symbolizer.readAhead(Array(addresses) + requestPathAddresses)
+            let found = symbolizer.readAhead(Array(addresses) + requestPathAddresses)
+            // Their short names too (computed outside the cache's lock).
+            for frames in found.values { _ = ShortNameCache.shared.shortened(frames) }
             return addresses.count
         }
     }

@@ -38,8 +38,10 @@ extension Symbolizer {
     /// of the objects they lie in, those objects' unit indexes, the units
     /// holding them) and caches their frames, as a request for them would,
     /// but on a copy of the state, outside the lock. What the copy read is
-    /// then handed in; what a request read meanwhile is kept.
-    func readAhead(_ addresses: [UInt64]) {
+    /// then handed in; what a request read meanwhile is kept. Returns the
+    /// frames it found.
+    @discardableResult
+    func readAhead(_ addresses: [UInt64]) -> [UInt64: [SymbolizedFrame]] {
         let interval = rescanInterval
         var work = state.withLock { state in
             if state.generation == nil { state.scan() }
@@ -53,6 +55,7 @@ extension Symbolizer {
         let result = Handover(work)
         state.withLock { $0.adopt(result.value) }
         if loaded { Self.returnFreedMemory() }
+        return result.value.frameCache
     }
 }
 
