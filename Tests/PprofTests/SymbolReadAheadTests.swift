@@ -33,7 +33,14 @@ import Testing
             _ = write(fds[1], &byte, 1)
             PThread.join(blocked)
         }
-        Clock.sleep(.milliseconds(100))  // let it block
+        // Until it sleeps in read(2) (a dump reads it from /proc then), so
+        // that the read-ahead and the dump below see the same stack.
+        for _ in 0..<500 {
+            if ThreadDumper.dump().contains(where: { $0.name == "ra-test-blocked" && $0.answered && $0.state == "sleeping" }) {
+                break
+            }
+            Clock.sleep(.milliseconds(10))
+        }
 
         let symbolizer = Symbolizer()
         #expect(symbolizer.memoryUsage.total == 0)

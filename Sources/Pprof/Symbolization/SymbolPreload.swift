@@ -13,7 +13,7 @@ import Synchronization
 ///   and reads exactly what symbolizing those stacks needs, at nice 19, then
 ///   ends. The memory is what the first scrape would have loaded anyway.
 /// - `1`, full: every unit of every loaded object, at nice 19, needed or not
-///   (the profiler's memory on the demo 5.2-5.4 MB instead of 2.2 MB).
+///   (the profiler's memory on the demo 5.5 MB instead of 2.2 MB, over the 4 MiB budget).
 /// - `0` (or `false`, `no`, `off`): nothing; the first request reads what it needs.
 ///
 /// Figures: Docs/Benchmarks.md, "First scrape with a targeted read-ahead".
