@@ -2,12 +2,15 @@
 # First scrape against warm ones, and the profiler's memory, on the demo
 # (Docs/Benchmarks.md, "First scrape and memory"):
 #   ./Scripts/first-scrape.sh [DEMO_BINARY] [RUNS] [WAIT_SECONDS] [LOAD_THREADS]
-# Per run and per mode (PPROF_SYMBOL_PRELOAD=1, and the default: on first use), alternating
-# the order: starts the demo on free ports, waits WAIT_SECONDS, then times the
+# Per run and per mode, rotating the order: "targeted" (the default: the read-ahead of what the
+# threads' stacks need), "lazy" (PPROF_SYMBOL_PRELOAD=0: read on first use) and "preload"
+# (PPROF_SYMBOL_PRELOAD=1: every object read ahead); MODES="lazy targeted" picks some. Starts the demo on free ports, waits WAIT_SECONDS, then times the
 # first /goroutine?debug=2, 5 more, the first /profile?seconds=1 and 3 more;
 # reads the demo's RSS before the first request and after one scrape of
 # every endpoint, and the heap profile's profiler_memory_bytes comment; and
-# whether the read-ahead thread was still running at the first request.
+# whether the read-ahead thread was still running at the first request, and
+# what the read-ahead reported in the heap profile's comment (finished, when
+# after start, its thread's CPU time).
 # Besides wall time, the CPU time the profiler's threads (named pprof-*)
 # spent on each /goroutine?debug=2 (from /proc/PID/task/*/schedstat: the
 # machine's load does not inflate it the way it inflates wall time).
@@ -23,6 +26,8 @@ load_threads=${4:-3}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ms() { curl -s -o /dev/null -w '%{time_total}' "$1" | awk '{printf "%.1f", $1 * 1000}'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# Anonymous and file-backed RSS (the mapped symbol files are page cache): "anon/file" KiB.
+rss_split() { awk '/^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {print a "/" f}' "/proc/$1/status"; }
 # CPU time of the demo's pprof-* threads so far, in microseconds.
 pprof_cpu_us() {
     local total=0 task
@@ -41,9 +46,10 @@ timed() {
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-one_run() { # mode: preload|lazy
+one_run() { # mode: targeted|lazy|preload
     local mode=$1 env=()
     [ "$mode" = preload ] && env=(PPROF_SYMBOL_PRELOAD=1)
+    [ "$mode" = lazy ] && env=(PPROF_SYMBOL_PRELOAD=0)
     local pport hport
     pport=$(free_port); hport=$(free_port)
     env "${env[@]}" "$demo" --pprof-address "127.0.0.1:$pport" --http-address "127.0.0.1:$hport" \
@@ -52,7 +58,7 @@ one_run() { # mode: preload|lazy
     local base="http://127.0.0.1:$pport/debug/pprof"
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$hport/" 2>/dev/null && break; sleep 0.1; done
     sleep "$wait_seconds"
-    local rss0; rss0=$(rss_kib $pid)
+    local rss0 split0; rss0=$(rss_kib $pid); split0=$(rss_split $pid)
     # 1 if the read-ahead thread is still at work when the first request comes.
     local preloading; preloading=$(cat /proc/$pid/task/*/comm 2>/dev/null | grep -c '^pprof-preload$' || true)
     local g_first g_first_cpu g_warm="" g_warm_cpu="" one
@@ -66,15 +72,28 @@ one_run() { # mode: preload|lazy
     for t in "" cmdline heap allocs "goroutine?debug=1" goroutine threadcreate block mutex symbol "heap?debug=1"; do
         curl -s -o /dev/null "$base/$t"
     done
-    local rss1; rss1=$(rss_kib $pid)
-    local own; own=$(curl -s "$base/heap?debug=1" | sed -n 's/.*profiler_memory_bytes=\([0-9]*\).*/\1/p' | head -n 1)
+    local rss1 split1; rss1=$(rss_kib $pid); split1=$(rss_split $pid)
+    local heap; heap=$(curl -s "$base/heap?debug=1")
+    local own; own=$(echo "$heap" | sed -n 's/.*profiler_memory_bytes=\([0-9]*\).*/\1/p' | head -n 1)
+    local ahead; ahead=$(echo "$heap" | sed -n 's/.*swift-pprof: \(symbol_read_ahead=.*\)/\1/p' | head -n 1 | tr ' ' ',')
+    local load; load=$(cut -d' ' -f1 /proc/loadavg)
     kill $pid; wait $pid 2>/dev/null || true
-    echo "$mode goroutine_first_ms=$g_first goroutine_warm_median_ms=$(echo $g_warm | median)" \
-         "profile1s_first_ms=$p_first profile1s_warm_median_ms=$(echo $p_warm | median)" \
+    local gw gwc pw; gw=$(echo $g_warm | median); gwc=$(echo $g_warm_cpu | median); pw=$(echo $p_warm | median)
+    echo "$mode load=$load goroutine_first_ms=$g_first goroutine_warm_median_ms=$gw" \
+         "goroutine_first_cpu_ms=$g_first_cpu goroutine_warm_cpu_median_ms=$gwc" \
+         "ratio_cpu=$(awk -v a="$g_first_cpu" -v b="$gwc" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
+         "ratio_wall=$(awk -v a="$g_first" -v b="$gw" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
+         "profile1s_first_ms=$p_first profile1s_warm_median_ms=$pw" \
+         "profile_ratio=$(awk -v a="$p_first" -v b="$pw" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
          "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own" \
-         "goroutine_first_cpu_ms=$g_first_cpu goroutine_warm_cpu_median_ms=$(echo $g_warm_cpu | median)"
+         "rss_anon_file_before_kib=$split0 rss_anon_file_after_kib=$split1" \
+         "read_ahead=$ahead goroutine_warm_cpu_ms=$(echo $g_warm_cpu | tr ' ' ',')"
 }
 
+read -r -a modes <<< "${MODES:-targeted lazy preload}"
 for i in $(seq "$runs"); do
-    if [ $((i % 2)) -eq 1 ]; then one_run preload; one_run lazy; else one_run lazy; one_run preload; fi
+    # Rotate the order, so that no mode always runs first (or after the same one).
+    for k in $(seq 0 $((${#modes[@]} - 1))); do
+        one_run "${modes[$(( (i + k) % ${#modes[@]} ))]}"
+    done
 done

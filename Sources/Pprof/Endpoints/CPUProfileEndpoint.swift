@@ -39,3 +39,10 @@ enum CPUProfileEndpoint {
         return 30
     }
 }
+
+extension SymbolPreload {
+    /// An address in this file's compile unit, for the read-ahead
+    /// (`requestPathAddresses`). Returns its own number: identical
+    /// functions could be merged into one.
+    static let cpuProfileEndpointUnit: @convention(c) () -> Int = { 8 }
+}

@@ -119,6 +119,7 @@ struct HeapProfile: NamedProfile {
                      "swift-pprof: dropped_live_table_full=\(s.droppedLiveTableFull) dropped_stack_table_full=\(s.droppedStackTableFull) dropped_no_memory=\(s.droppedNoMemory) leaf_only=\(s.stackUnbounded)"]
         lines.append("swift-pprof: profiler_own_samples_left_out=\(ownSamples)")
         lines.append(AsyncStacks.lifetimeComment())
+        lines.append(SymbolPreload.comment())
         if !s.isInterposed {
             lines.append("swift-pprof: malloc is not interposed in this process (another allocator wins); no allocations are sampled")
         }

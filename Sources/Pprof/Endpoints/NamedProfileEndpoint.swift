@@ -65,3 +65,10 @@ enum NamedProfileEndpoint {
         }
     }
 }
+
+extension SymbolPreload {
+    /// An address in this file's compile unit, for the read-ahead
+    /// (`requestPathAddresses`). Returns its own number: identical
+    /// functions could be merged into one.
+    static let namedProfileEndpointUnit: @convention(c) () -> Int = { 6 }
+}

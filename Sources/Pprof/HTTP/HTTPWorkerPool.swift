@@ -125,3 +125,10 @@ final class HTTPWorkerPool: @unchecked Sendable {
         }
     }
 }
+
+extension SymbolPreload {
+    /// An address in this file's compile unit, for the read-ahead
+    /// (`requestPathAddresses`). Returns its own number: identical
+    /// functions could be merged into one.
+    static let httpWorkerPoolUnit: @convention(c) () -> Int = { 1 }
+}

@@ -31,7 +31,9 @@ final class Symbolizer: Sendable {
     /// 200,000 cached addresses cost 150 MB. When full, it starts over.
     static let maxCachedBytes = 4 << 20
 
-    private let state = Mutex(State())
+    /// Internal for the read-ahead (`Symbolizer+ReadAhead.swift`), which
+    /// works on a copy outside the lock and hands its results in.
+    let state = Mutex(SymbolizerState())
     private let keptMappings = Mutex<(generation: LoaderGeneration, mappings: [ExecutableMapping])?>(nil)
 
     init(rescanInterval: Duration = .seconds(1)) {
@@ -102,7 +104,7 @@ final class Symbolizer: Sendable {
     /// (candidate lists, builders); freed, that memory would stay in the
     /// allocator's free lists, counted in the process's RSS, for good. After
     /// a load, once per request, hand it back to the kernel.
-    private static func returnFreedMemory() {
+    static func returnFreedMemory() {
         HeapSampler.ownWork { cpprof_release_free_memory() }
     }
 
@@ -119,37 +121,6 @@ final class Symbolizer: Sendable {
             }
             return ranges
         }
-    }
-
-    /// Loads the symbol, line and inline tables of every loaded object that
-    /// has none yet, so the first profile does not pay for them
-    /// (`SymbolPreload` runs it once, at low priority). Each object is read
-    /// outside the lock: a request meanwhile is never kept waiting; if it
-    /// needs the same object it reads it too, and the first result is kept.
-    func preload() {
-        let objects = state.withLock { state -> [LoadedObject] in
-            if state.generation == nil { state.scan() }
-            return state.objects
-        }
-        for object in objects where state.withLock({ $0.symbolTables[object] == nil }) {
-            let loaded = Handover(symbols: State.loadSymbols(of: object))
-            var transient = false
-            var info = loaded.symbols.table.map {
-                State.loadDebugInfo(of: object, symbols: $0, fromDebugFile: loaded.symbols.fromDebugFile,
-                                    transientFailure: &transient)
-            }
-            info?.readAll()
-            info?.releaseInflatedSections()
-            let keepInfo = !transient
-            state.withLock { state in
-                defer { state.failedNow = [] }
-                if state.symbolTables[object] == nil { state.remember(loaded.symbols, of: object) }
-                if let info, keepInfo, state.symbolTables[object] != nil, state.debugInfo[object] == nil {
-                    state.debugInfo[object] = info
-                }
-            }
-        }
-        Self.returnFreedMemory()
     }
 
     /// What the loaded tables and the cache hold now, in bytes.
@@ -182,20 +153,15 @@ struct LoadedSymbols {
     var transientFailure: Bool
 }
 
-/// A symbol table built outside the lock and handed into it once: nothing
-/// else refers to it, and the mapped file it points into is read-only.
-private struct Handover: @unchecked Sendable {
-    var symbols: LoadedSymbols
-}
-
 /// Identifies a file version for the build-id cache.
-private struct FileKey: Hashable {
+struct FileKey: Hashable {
     var path: String
     var device: String
     var inode: UInt64
 }
 
-private struct State {
+/// What `Symbolizer` keeps, under its lock.
+struct SymbolizerState {
     var objects: [LoadedObject] = []
     /// Symbol tables, loaded on an object's first address and kept for the
     /// process's life; nil where the file could not be read. A failure that
@@ -254,6 +220,12 @@ private struct State {
         let failuresBefore = transientFailures
         let frames = symbolize(address, in: object)
         guard transientFailures == failuresBefore else { return frames }
+        cache(frames, at: address)
+        return frames
+    }
+
+    /// Caches an address's frames, starting over when the cache is full.
+    mutating func cache(_ frames: [SymbolizedFrame], at address: UInt64) {
         let bytes = Self.estimatedBytes(frames)
         if frameCacheBytes + bytes > Symbolizer.maxCachedBytes {
             frameCache = [:]  // a fresh dictionary: the old storage is freed
@@ -261,7 +233,6 @@ private struct State {
         }
         frameCache[address] = frames
         frameCacheBytes += bytes
-        return frames
     }
 
     /// What a cache entry costs: the dictionary slot, the array, and per
@@ -325,8 +296,8 @@ private struct State {
         if loaded.fromDebugFile { symbolsFromDebugFile.insert(object) }
     }
 
-    /// Reads an object's symbol table. Static: `Symbolizer.preload()` calls
-    /// it outside the lock.
+    /// Reads an object's symbol table. Static: the read-ahead calls it
+    /// outside the lock.
     static func loadSymbols(of object: LoadedObject) -> LoadedSymbols {
         var transient = false
         if let file = MappedFile(path: object.openPath, transientFailure: &transient),
@@ -397,7 +368,7 @@ private struct State {
     }
 
     /// Prepares an object's DWARF tables: per compile unit where they can
-    /// be read in place, else whole (static, for `Symbolizer.preload()`).
+    /// be read in place, else whole (static, for the read-ahead).
     static func loadDebugInfo(of object: LoadedObject, symbols: FunctionSymbolTable, fromDebugFile: Bool,
                               transientFailure: inout Bool) -> ImageDebugInfo {
         guard MemoryHeadroom.isAvailable(symbols.image.bytes.count) else {

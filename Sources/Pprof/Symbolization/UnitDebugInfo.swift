@@ -64,6 +64,14 @@ struct UnitDebugInfo: Sendable {
         for unit in index.unitOffsets.indices { _ = tables(of: UInt32(unit)) }
     }
 
+    /// Takes the tables of the units `other` (the same image's tables,
+    /// read further on a copy by the read-ahead) read and this one has
+    /// not; and its sections if this one let its own go.
+    mutating func adoptUnits(of other: UnitDebugInfo) {
+        for (unit, info) in other.tables where tables[unit] == nil { tables[unit] = info }
+        if sections == nil { sections = other.sections }
+    }
+
     /// How many units' tables (and the unplaced ones) were read so far.
     var unitsRead: Int { tables.count }
 
@@ -153,6 +161,10 @@ struct ImageDebugInfo: Sendable {
     }
 
     mutating func readAll() { tables?.readAll() }
+
+    mutating func adoptUnits(of other: ImageDebugInfo) {
+        if let theirs = other.tables { tables?.adoptUnits(of: theirs) }
+    }
 
     var holdsInflatedSections: Bool { tables?.holdsInflatedSections ?? false }
 
