@@ -113,7 +113,7 @@ extension ProcessWideStateTests {
             }
             stop.set()
             // Symbolized and encoded after the libraries it sampled were unloaded.
-            let encoded = try profile.builder().gzipped(symbols: Symbolizer.shared)
+            let encoded = try profile.profileData().gzipped(symbols: Symbolizer.shared)
             let decoded = try DecodedProfile(gzipped: encoded)
             #expect(profile.totalSamples > 0)
             #expect(!decoded.samples.isEmpty)

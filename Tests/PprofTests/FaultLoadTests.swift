@@ -254,7 +254,7 @@ extension HeapSamplingTests {
             var profiles = 0
             for _ in 0..<3 {
                 let heap = HeapProfile.heap.collect()
-                let decoded = try DecodedProfile(gzipped: try heap.builder().gzipped(symbols: Symbolizer.shared))
+                let decoded = try DecodedProfile(gzipped: try heap.gzipped(symbols: Symbolizer.shared))
                 #expect(decoded.samples.contains { decoded.functionNames($0).contains { $0.contains("faultAllocationLoop") } })
                 #expect(HeapProfile.allocs.text(debug: 1, symbols: Symbolizer.shared).hasPrefix("heap profile: "))
                 profiles += 1

@@ -65,7 +65,7 @@ extension ProcessWideStateTests {
                 defer { workload.stop() }
                 profile = try faultCPUProfile(seconds: 1)
             }
-            let builder = profile.builder()
+            let builder = profile.profileData()
             let file = try GoPprof.temporaryFile(builder.gzipped(symbols: Symbolizer.shared), name: "cpu")
             defer { unlink(file) }
             let raw = goPprofRawTotals(try GoPprof.run(["-raw", file]))

@@ -51,7 +51,7 @@ extension ProcessWideStateTests {
         @Test("folded from the same data as the pprof form: every line parses, and the totals are equal per sample type")
         func foldedTotalsMatchPprof() throws {
             defer { server.stop() }
-            let goroutines = GoroutineProfile().collect().builder()
+            let goroutines = GoroutineProfile().collect()
             let file = try GoPprof.temporaryFile(goroutines.gzipped(symbols: Symbolizer.shared), name: "goroutine")
             defer { unlink(file) }
             let raw = goPprofRawTotals(try GoPprof.run(["-raw", file]))
@@ -67,7 +67,7 @@ extension ProcessWideStateTests {
             let stack = GoroutineProfile().collect().samples.keys.first { !$0.addresses.isEmpty }?.addresses ?? []
             heapLike.add(.init(addresses: stack), [3, 300])
             heapLike.add(.init(addresses: Array(stack.dropFirst())), [2, 4096])
-            let builder = heapLike.builder()
+            let builder = heapLike
             let heapFile = try GoPprof.temporaryFile(builder.gzipped(symbols: Symbolizer.shared), name: "heaplike")
             defer { unlink(heapFile) }
             let heapRaw = goPprofRawTotals(try GoPprof.run(["-raw", heapFile]))

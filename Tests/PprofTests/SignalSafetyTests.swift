@@ -97,7 +97,7 @@ extension ProcessWideStateTests {
             let context = "limit \(limit) (the user held \(held) before, \(userQueuedSignals() ?? -1) now)"
             #expect(profile.perThreadTimers, "the probe timer was refused: \(context)")
             #expect(profile.threadsWithoutTimer > 0, "\(context)")
-            let encoded = try DecodedProfile(bytes: profile.builder().encode(symbols: Symbolizer.shared))
+            let encoded = try DecodedProfile(bytes: profile.profileData().encoded(symbols: Symbolizer.shared))
             #expect(encoded.comments.contains { encoded.string($0).contains("threads were not sampled") })
         }
     }

@@ -1,4 +1,6 @@
-/// What a CPU profiling window collected, before encoding.
+/// What one CPU profile request collected while it was subscribed to the
+/// sampling session (`CPUProfiler`): its running counts, turned into the
+/// profile model (`ProfileData`) when the window ends.
 struct CPUProfile: Sendable {
     /// Sample counts per stack. Stacks are leaf first, adjusted for
     /// symbolization (exact leaf PC, return addresses minus one).
@@ -38,28 +40,28 @@ struct CPUProfile: Sendable {
 
 extension CPUProfile {
     /// The profile in Go's shape: `samples/count` and `cpu/nanoseconds`.
-    func builder() -> ProfileBuilder {
-        var b = ProfileBuilder(
+    func profileData() -> ProfileData {
+        var data = ProfileData(
             sampleTypes: [ValueType(type: "samples", unit: "count"), ValueType(type: "cpu", unit: "nanoseconds")],
             periodType: ValueType(type: "cpu", unit: "nanoseconds"),
             period: periodNanoseconds)
-        b.timeNanos = startWallNanoseconds
-        b.durationNanos = durationNanoseconds
-        // Sorted so that the same data always encodes the same bytes.
-        for (stack, counts) in stacks.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
-            b.add(addresses: stack, values: [counts.samples, counts.periods * periodNanoseconds])
+        data.timeNanos = startWallNanoseconds
+        data.durationNanos = durationNanoseconds
+        data.samples.reserveCapacity(stacks.count)
+        for (stack, counts) in stacks {
+            data.samples[ProfileData.Key(addresses: stack)] = [counts.samples, counts.periods * periodNanoseconds]
         }
-        b.comments.append("swift-pprof: dropped_samples=\(droppedSamples) leaf_only_samples=\(leafOnlySamples)")
-        if let asyncComment { b.comments.append(asyncComment) }
+        data.comments.append("swift-pprof: dropped_samples=\(droppedSamples) leaf_only_samples=\(leafOnlySamples)")
+        if let asyncComment { data.comments.append(asyncComment) }
         if threadsWithoutTimer > 0 {
-            b.comments.append("swift-pprof: \(threadsWithoutTimer) threads were not sampled: the per-thread timer limit (a quarter of RLIMIT_SIGPENDING) was reached, or the kernel refused their timers")
+            data.comments.append("swift-pprof: \(threadsWithoutTimer) threads were not sampled: the per-thread timer limit (a quarter of RLIMIT_SIGPENDING) was reached, or the kernel refused their timers")
         }
         if handlerLost {
-            b.comments.append("swift-pprof: sampling stopped early: another SIGPROF handler replaced the profiler's (or SIGPROF was reset)")
+            data.comments.append("swift-pprof: sampling stopped early: another SIGPROF handler replaced the profiler's (or SIGPROF was reset)")
         }
         if !perThreadTimers {
-            b.comments.append("swift-pprof: per-thread CPU timers unavailable; sampled with the process-wide ITIMER_PROF")
+            data.comments.append("swift-pprof: per-thread CPU timers unavailable; sampled with the process-wide ITIMER_PROF")
         }
-        return b
+        return data
     }
 }

@@ -23,11 +23,11 @@ enum CPUProfileEndpoint {
             default: return .pprofError(500, "Could not enable CPU profiling: \(SocketIO.errorText(code))")
             }
         }
-        if let text = ProfileTextFormats.response(request, profile: profile.builder(), symbols: symbols) {
+        if let text = ProfileTextFormats.response(request, profile: profile.profileData(), symbols: symbols) {
             return text
         }
         do {
-            return .profile(filename: "profile", try profile.builder().gzipped(symbols: symbols))
+            return .profile(filename: "profile", try profile.profileData().gzipped(symbols: symbols))
         } catch {
             return .pprofError(500, "failed to encode profile")
         }

@@ -21,11 +21,11 @@ enum FgprofEndpoint {
         let format = request.queryValue("format") ?? ""
         if format != "pprof", let refusal = ProfileTextFormats.invalidFormat(request) { return refusal }
         let (data, _) = WallProfiler.profile(seconds: seconds, isCancelled: isCancelled)
-        if format != "pprof", let text = ProfileTextFormats.response(request, profile: data.builder(), symbols: symbols) {
+        if format != "pprof", let text = ProfileTextFormats.response(request, profile: data, symbols: symbols) {
             return text
         }
         do {
-            return .profile(filename: "fgprof", try data.builder().gzipped(symbols: symbols))
+            return .profile(filename: "fgprof", try data.gzipped(symbols: symbols))
         } catch {
             return .pprofError(500, "failed to encode profile")
         }

@@ -13,7 +13,7 @@ enum NamedProfileEndpoint {
             return delta(request, profile: profile, rawSeconds: seconds, settings: settings, symbols: symbols,
                          isCancelled: isCancelled)
         }
-        if let text = ProfileTextFormats.response(request, profile: profile.collect().builder(), symbols: symbols) {
+        if let text = ProfileTextFormats.response(request, profile: profile.collect(), symbols: symbols) {
             return text
         }
         // `gc` is accepted and ignored: Swift frees memory when the last reference goes.
@@ -22,7 +22,7 @@ enum NamedProfileEndpoint {
             return .text(profile.text(debug: debug, symbols: symbols))
         }
         do {
-            return .profile(filename: profile.name, try profile.collect().builder().gzipped(symbols: symbols))
+            return .profile(filename: profile.name, try profile.collect().gzipped(symbols: symbols))
         } catch {
             return .pprofError(500, "failed to encode profile")
         }
@@ -53,12 +53,12 @@ enum NamedProfileEndpoint {
             Clock.sleep(nanoseconds: min(deadline - now, 100_000_000))
         }
         let after = profile.collect()
-        if let text = ProfileTextFormats.response(request, profile: after.subtracting(before).builder(), symbols: symbols) {
+        if let text = ProfileTextFormats.response(request, profile: after.subtracting(before), symbols: symbols) {
             return text
         }
         do {
             // Go writes deltas with gzip's default level.
-            let bytes = try Gzip.compress(after.subtracting(before).builder().encode(symbols: symbols), level: 6)
+            let bytes = try Gzip.compress(after.subtracting(before).encoded(symbols: symbols), level: 6)
             return .profile(filename: "\(profile.name)-delta", bytes)
         } catch {
             return .pprofError(500, "failed to compute delta")

@@ -26,13 +26,13 @@ struct NamedStacks {
     /// - Parameter sampleIndex: a sample type's name or position, as in
     ///   `go tool pprof -sample_index`; nil for the profile's default (its
     ///   `default_sample_type`, else the last type, as pprof chooses).
-    init(_ profile: ProfileBuilder, symbols: some SymbolSource, sampleIndex: String?) throws(InvalidSampleIndex) {
+    init(_ profile: ProfileData, symbols: some SymbolSource, sampleIndex: String?) throws(InvalidSampleIndex) {
         let types = profile.sampleTypes
         let index = try Self.index(of: sampleIndex, in: types, default: profile.defaultSampleType)
         sampleType = types[index]
         sampleTypes = types
         comments = profile.comments
-        let samples = profile.stacks
+        let samples = profile.sortedSamples().map { (addresses: $0.key.addresses, values: $0.values) }
         let symbols = PrefetchedSymbols(symbols, addresses: samples.flatMap(\.addresses))
         var frameIndex: [Frame: Int] = [:]
         var stackIndex: [[Int]: Int] = [:]

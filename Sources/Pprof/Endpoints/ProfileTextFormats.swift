@@ -4,7 +4,7 @@
 /// speedscope open; JSON is what the built-in flame graph page (`/ui`) draws.
 enum ProfileTextFormats {
     /// The response for `format`, or nil if the request asks for none.
-    static func response(_ request: HTTPRequest, profile: @autoclosure () -> ProfileBuilder,
+    static func response(_ request: HTTPRequest, profile: @autoclosure () -> ProfileData,
                          symbols: some SymbolSource) -> HTTPResponse? {
         guard let format = request.queryValue("format"), !format.isEmpty else { return nil }
         if let refusal = invalidFormat(request) { return refusal }

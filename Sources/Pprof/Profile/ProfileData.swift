@@ -1,9 +1,27 @@
-/// A snapshot of a named profile (heap, goroutine, ...) in pprof's terms,
-/// before encoding: what delta profiles subtract and what both the protobuf
-/// and the text formats are written from.
+/// A sample or period type of a profile, such as `cpu/nanoseconds`.
+struct ValueType: Sendable, Hashable {
+    var type: String
+    var unit: String
+}
+
+/// A label on a sample: a string value, or a number with an optional unit.
+struct SampleLabel: Sendable, Hashable {
+    var key: String
+    var string: String? = nil
+    var number: Int64? = nil
+    var numberUnit: String? = nil
+}
+
+/// A profile in pprof's terms, collected but not yet symbolized: the one
+/// model every profile becomes (CPU, wall clock, heap, goroutine, ...),
+/// what delta profiles subtract, and what both the protobuf
+/// (`ResolvedProfile`, then `ProfileEncoder`) and the text formats
+/// (`NamedStacks`) are written from. Collectors keep their own running
+/// state (`CPUProfile`, `ThreadStates`) and hand over one of these.
 struct ProfileData: Sendable {
     struct Key: Hashable, Sendable {
-        /// Leaf first, adjusted for symbolization (see `ProfileBuilder.add`).
+        /// Leaf first, adjusted for symbolization: the exact PC for an
+        /// interrupted leaf, return address minus one for callers.
         var addresses: [UInt64]
         var labels: [SampleLabel] = []
     }
@@ -50,19 +68,14 @@ struct ProfileData: Sendable {
         samples.map { (key: $0.key, values: $0.value) }.sorted { a, b in
             let va = a.values.last ?? 0, vb = b.values.last ?? 0
             if va != vb { return va > vb }
-            return a.key.addresses.lexicographicallyPrecedes(b.key.addresses)
+            if a.key.addresses != b.key.addresses { return a.key.addresses.lexicographicallyPrecedes(b.key.addresses) }
+            // Same stack, other labels (a thread name, an allocation size):
+            // ordered too, so that the same data always encodes the same bytes.
+            return a.key.labels.map(\.sortKey).lexicographicallyPrecedes(b.key.labels.map(\.sortKey))
         }
     }
+}
 
-    func builder() -> ProfileBuilder {
-        var b = ProfileBuilder(sampleTypes: sampleTypes, periodType: periodType, period: period)
-        b.timeNanos = timeNanos
-        b.durationNanos = durationNanos
-        b.defaultSampleType = defaultSampleType
-        b.comments = comments
-        for sample in sortedSamples() {
-            b.add(addresses: sample.key.addresses, values: sample.values, labels: sample.key.labels)
-        }
-        return b
-    }
+extension SampleLabel {
+    fileprivate var sortKey: String { "\(key)\u{0}\(string ?? "")\u{0}\(number.map(String.init) ?? "")\u{0}\(numberUnit ?? "")" }
 }

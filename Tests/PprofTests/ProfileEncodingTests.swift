@@ -20,23 +20,23 @@ struct FakeSymbols: SymbolSource {
     }
 }
 
-@Suite("Profile builder")
-struct ProfileBuilderTests {
-    func sampleBuilder() -> ProfileBuilder {
-        var b = ProfileBuilder(sampleTypes: [ValueType(type: "samples", unit: "count"), ValueType(type: "cpu", unit: "nanoseconds")],
-                               periodType: ValueType(type: "cpu", unit: "nanoseconds"), period: 10_000_000)
+@Suite("Profile encoding: symbolized into locations and functions, written as profile.proto")
+struct ProfileEncodingTests {
+    func sampleProfile() -> ProfileData {
+        var b = ProfileData(sampleTypes: [ValueType(type: "samples", unit: "count"), ValueType(type: "cpu", unit: "nanoseconds")],
+                            periodType: ValueType(type: "cpu", unit: "nanoseconds"), period: 10_000_000)
         b.timeNanos = 1_700_000_000_000_000_000
         b.durationNanos = 3_000_000_000
-        b.add(addresses: [0x401000, 0x402000], values: [3, 30_000_000])
-        b.add(addresses: [0x7f0000000100, 0x402000], values: [1, 10_000_000])
-        b.add(addresses: [0x401000, 0x402000], values: [2, 20_000_000]) // merges with the first
+        b.add(.init(addresses: [0x401000, 0x402000]), [3, 30_000_000])
+        b.add(.init(addresses: [0x7f0000000100, 0x402000]), [1, 10_000_000])
+        b.add(.init(addresses: [0x401000, 0x402000]), [2, 20_000_000]) // merges with the first
         b.comments = ["hello"]
         return b
     }
 
     @Test("encodes header fields, merges identical stacks and keeps ids dense and in order")
     func structure() throws {
-        let p = try DecodedProfile(bytes: sampleBuilder().encode(symbols: FakeSymbols()))
+        let p = try DecodedProfile(bytes: sampleProfile().encoded(symbols: FakeSymbols()))
         #expect(p.strings.first == "")
         #expect(p.sampleTypes.count == 2)
         #expect(p.string(p.sampleTypes[1].type) == "cpu")
@@ -51,7 +51,7 @@ struct ProfileBuilderTests {
 
     @Test("locations carry real addresses, inlined frames first, and their mapping")
     func locations() throws {
-        let p = try DecodedProfile(bytes: sampleBuilder().encode(symbols: FakeSymbols()))
+        let p = try DecodedProfile(bytes: sampleProfile().encoded(symbols: FakeSymbols()))
         let outer = try #require(p.locations.first { $0.address == 0x402000 })
         #expect(outer.mappingID == 1)
         #expect(outer.lines.map { p.string(p.functions[Int($0.functionID) - 1].name) } == ["App.inlined()", "App.outer()"])
@@ -65,9 +65,9 @@ struct ProfileBuilderTests {
 
     @Test("has_functions where we named locations of the mapping, even if not all of them")
     func mappingFlags() throws {
-        var b = sampleBuilder()
-        b.add(addresses: [0x4fff00], values: [1, 10_000_000]) // in /app/server, but nameless
-        let p = try DecodedProfile(bytes: b.encode(symbols: FakeSymbols()))
+        var b = sampleProfile()
+        b.add(.init(addresses: [0x4fff00]), [1, 10_000_000]) // in /app/server, but nameless
+        let p = try DecodedProfile(bytes: b.encoded(symbols: FakeSymbols()))
         // pprof must not re-symbolize /app/server: it would replace our names.
         #expect(p.mappings[0].hasFunctions)
         // Files and lines are claimed only where every location has them.
@@ -79,11 +79,11 @@ struct ProfileBuilderTests {
 
     @Test("labels and negative values survive the round trip")
     func labelsAndNegatives() throws {
-        var b = ProfileBuilder(sampleTypes: [ValueType(type: "inuse_space", unit: "bytes")],
-                               periodType: ValueType(type: "space", unit: "bytes"), period: 524288)
-        b.add(addresses: [0x401000], values: [-128], labels: [SampleLabel(key: "bytes", number: 64)])
+        var b = ProfileData(sampleTypes: [ValueType(type: "inuse_space", unit: "bytes")],
+                            periodType: ValueType(type: "space", unit: "bytes"), period: 524288)
+        b.add(.init(addresses: [0x401000], labels: [SampleLabel(key: "bytes", number: 64)]), [-128])
         b.defaultSampleType = "inuse_space"
-        let p = try DecodedProfile(bytes: b.encode(symbols: FakeSymbols()))
+        let p = try DecodedProfile(bytes: b.encoded(symbols: FakeSymbols()))
         #expect(p.samples[0].values == [-128])
         #expect(p.string(p.samples[0].labels[0].key) == "bytes" && p.samples[0].labels[0].num == 64)
         #expect(p.string(p.defaultSampleType) == "inuse_space")
@@ -91,17 +91,35 @@ struct ProfileBuilderTests {
 
     @Test("an empty profile still has a string table and is non-empty once gzipped")
     func emptyProfile() throws {
-        let b = ProfileBuilder(sampleTypes: [ValueType(type: "goroutine", unit: "count")],
-                               periodType: ValueType(type: "goroutine", unit: "count"), period: 1)
-        let bytes = b.encode(symbols: FakeSymbols())
+        let b = ProfileData(sampleTypes: [ValueType(type: "goroutine", unit: "count")],
+                            periodType: ValueType(type: "goroutine", unit: "count"), period: 1)
+        let bytes = b.encoded(symbols: FakeSymbols())
         let p = try DecodedProfile(bytes: bytes)
         #expect(p.strings.first == "" && p.samples.isEmpty)
         #expect(try Gzip.decompress(Gzip.compress(bytes)) == bytes)
     }
 
+    @Test("the same samples give the same bytes, whatever order they were added in (labels included)")
+    func deterministic() {
+        let stacks: [(ProfileData.Key, [Int64])] = [
+            (.init(addresses: [0x401000, 0x402000], labels: [SampleLabel(key: "thread", string: "a")]), [1, 10]),
+            (.init(addresses: [0x401000, 0x402000], labels: [SampleLabel(key: "thread", string: "b")]), [1, 10]),
+            (.init(addresses: [0x7f0000000100]), [2, 10]),
+            (.init(addresses: [0x402000]), [5, 50]),
+        ]
+        var encodings = Set<[UInt8]>()
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]] {
+            var b = ProfileData(sampleTypes: [ValueType(type: "samples", unit: "count"), ValueType(type: "cpu", unit: "nanoseconds")],
+                                periodType: ValueType(type: "cpu", unit: "nanoseconds"), period: 10)
+            for i in order { b.add(stacks[i].0, stacks[i].1) }
+            encodings.insert(b.encoded(symbols: FakeSymbols()))
+        }
+        #expect(encodings.count == 1)
+    }
+
     @Test("go tool pprof accepts the encoded profile and shows our names")
     func goToolReadsIt() throws {
-        let path = try GoPprof.temporaryFile(try sampleBuilder().gzipped(symbols: FakeSymbols()), name: "builder.pb.gz")
+        let path = try GoPprof.temporaryFile(try sampleProfile().gzipped(symbols: FakeSymbols()), name: "encoded.pb.gz")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let out = try GoPprof.run(["-traces", "-symbolize=none", path])
         let traces = GoPprof.parseTraces(out)
