@@ -19,14 +19,19 @@ extension ProcessWideStateTests {
             defer { server.stop() }
             let workload = MeasuredWorkload()
             workload.start()
-            // The ground truth is what the burners got while sampling was on:
-            // other tests share these two cores, so shares drift over time.
-            let window = SamplingWindowWatcher(workload)
+            // The ground truth is what the burners got within the profile's
+            // own window (its time_nanos and duration_nanos): other tests share
+            // these two cores, so shares drift over time. (The window of the
+            // sampling session is not the profile's: another suite's request
+            // can start the session earlier or keep it going later, and a
+            // truth taken over it once put 7.4 s of the burners' CPU against a
+            // profile that saw 5.1 s, the shares 13 points apart.)
+            let timeline = WorkloadTimeline(workload)
             let response: StrictResponse
             do {
                 defer { workload.stop() }
                 response = try TestHTTP.request(port: server.port!, target: "/debug/pprof/profile?seconds=4")
-                window.waitForEnd()
+                timeline.stop()
             }
             try #require(response.status == 200)
             // go tool pprof reads the very bytes whose comments explain a miss.
@@ -48,17 +53,17 @@ extension ProcessWideStateTests {
                     #expect(!trace.functions.contains { $0.hasPrefix("$s") }, "mangled name in \(trace.functions)")
                 }
             }
-            let truth = window.truth()
+            let truth = timeline.change(from: decoded.timeNanos, to: decoded.timeNanos + decoded.durationNanos)
             let truthTotal = truth.values.reduce(0, +)
             let profiledTotal = profiled.values.reduce(0, +)
-            #expect(truthTotal > 0, "the sampling window was not observed")
+            #expect(truthTotal > 0, "the profile's window was not observed")
             // At 100 Hz, 4 s of two busy threads is up to ~800 samples; ask for far fewer.
             #expect(profiledTotal >= 50 * 10_000_000, "too little workload CPU in the profile:\n\(output.prefix(2000))")
             #expect(sawCaller, "no stack reached the calling loop:\n\(output.prefix(2000))")
             for name in truth.keys {
                 let want = truth[name]! / truthTotal
                 let got = profiled[name]! / max(profiledTotal, 1)
-                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth); sampler at the end: \(window.samplerState()); profile comments:\n\(comments)")
+                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth); sampler at the end: \(timeline.samplerState()); profile comments:\n\(comments)")
             }
         }
 
@@ -154,46 +159,60 @@ private func cpprof_cpu_stats_snapshot() -> cpprof_cpu_stats {
     return s
 }
 
-/// Records the workload's ground truth when CPU sampling starts and stops.
-private final class SamplingWindowWatcher: @unchecked Sendable {
+/// The workload's ground truth over time: its per-burner CPU totals every
+/// millisecond, stamped with the wall clock profiles use for `time_nanos`.
+private final class WorkloadTimeline: @unchecked Sendable {
     private let lock = NSLock()
-    private var atStart: [String: Double]?
-    private var atEnd: [String: Double]?
+    private var points: [(wallNanoseconds: Int64, totals: [String: Double])] = []
+    private var stopped = false
+    private var stateAtStop = ""
     private let done = DispatchSemaphore(value: 0)
 
     init(_ workload: MeasuredWorkload) {
         Thread {
-            var wasOn = false
             let deadline = Date().addingTimeInterval(60)
             while Date() < deadline {
-                let on = cpprof_cpu_stats_snapshot().mode != 0
-                if on && !wasOn { self.lock.withLock { self.atStart = workload.totals() } }
-                if !on && wasOn {
-                    let s = cpprof_cpu_stats_snapshot()
-                    self.lock.withLock {
-                        self.atEnd = workload.totals()
-                        self.stateAtEnd = "samples=\(s.samples) dropped=\(s.dropped_ring_full) leaf_only=\(s.stack_unbounded) timer_errors=\(s.timer_errors) without_timer=\(s.threads_without_timer) foreign=\(s.foreign_signals)"
-                    }
-                    break
+                let now = Self.wallNanoseconds(), totals = workload.totals()
+                let stop = self.lock.withLock {
+                    self.points.append((now, totals))
+                    return self.stopped
                 }
-                wasOn = on
+                if stop { break }
                 usleep(1_000)
+            }
+            let s = cpprof_cpu_stats_snapshot()
+            self.lock.withLock {
+                self.stateAtStop = "samples=\(s.samples) dropped=\(s.dropped_ring_full) leaf_only=\(s.stack_unbounded) timer_errors=\(s.timer_errors) without_timer=\(s.threads_without_timer) foreign=\(s.foreign_signals) mode=\(s.mode)"
             }
             self.done.signal()
         }.start()
     }
 
-    func waitForEnd() { _ = done.wait(timeout: .now() + 60) }
+    private static func wallNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
 
-    /// The sampler's counters when sampling went off, for a failure's message.
-    func samplerState() -> String { lock.withLock { stateAtEnd } }
-    private var stateAtEnd = ""
+    /// Records one last point and ends the recording.
+    func stop() {
+        lock.withLock { stopped = true }
+        _ = done.wait(timeout: .now() + 60)
+    }
 
-    func truth() -> [String: Double] {
+    /// The sampler's counters when the recording ended, for a failure's message.
+    func samplerState() -> String { lock.withLock { stateAtStop } }
+
+    /// What each burner got between two wall-clock instants, from the
+    /// points nearest them; [:] if the recording does not cover them.
+    func change(from start: Int64, to end: Int64) -> [String: Double] {
         lock.withLock {
-            guard let a = atStart, let b = atEnd else { return [:] }
-            return b.merging(a) { $0 - $1 }
+            guard let first = points.first, let last = points.last,
+                  first.wallNanoseconds <= start, end <= last.wallNanoseconds else { return [:] }
+            func nearest(_ t: Int64) -> [String: Double] {
+                points.min { abs($0.wallNanoseconds - t) < abs($1.wallNanoseconds - t) }?.totals ?? [:]
+            }
+            return nearest(end).merging(nearest(start)) { $0 - $1 }
         }
     }
 }
-
