@@ -63,7 +63,7 @@ extension ProcessWideStateTests {
             for name in truth.keys {
                 let want = truth[name]! / truthTotal
                 let got = profiled[name]! / max(profiledTotal, 1)
-                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth); sampler at the end: \(timeline.samplerState()); profile comments:\n\(comments)")
+                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth) over the profile's \(decoded.durationNanos) ns; sampler at the end: \(timeline.samplerState()); profile comments:\n\(comments)")
             }
         }
 
