@@ -4,10 +4,11 @@
 // each one's CPU clock read again: unchanged, it did not run while it was
 // read, and its copy is consistent; changed, it is read again on its own.
 //
-// Why one copy for all: a wall-clock tick copies the ~20 stacks of the threads
-// that ran since the last one (100 workers waking every 50 ms), and each
-// process_vm_readv paid the system call and the remote-mm lookup again
-// (16 % of the sampler's CPU in the `wall-cost` benchmark).
+// Why one copy for all: a wall-clock tick copies the stacks of the threads
+// that ran since the last one (~10 of 100 workers waking every 50 ms), and
+// each process_vm_readv paid the system call and the remote-mm lookup again
+// (copies were 16 % of the sampler's CPU in the `wall-cost` benchmark, 26 %
+// fewer samples after).
 //
 // Invariants: used under the dump lock only; never signals a thread; a slot
 // is claimed (armed -> writing) before it is written, and left armed again

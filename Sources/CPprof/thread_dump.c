@@ -1,7 +1,7 @@
 // Thread dumps, the dumper's side. For every thread listed in
 // /proc/self/task: a thread that has not run since the last dump keeps that
 // dump's stack (dump_cache.c); a thread blocked in the kernel is left alone,
-// its stack read from /proc and process_vm_readv (proc_capture.c), so no
+// its stack read from /proc and process_vm_readv (blocked_capture.c), so no
 // sleep, poll or read of the app returns early; a thread on a CPU is sent
 // SIGPROF (see ensure_signal), whose handler (dump_slots.c) copies its
 // registers and the top of its stack into a slot reserved for it. The dumper
