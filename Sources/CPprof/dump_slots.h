@@ -49,16 +49,6 @@ void cpprof_dump_capture_self(cpprof_dump_slot *s);
 // Gives back the copied pages of slots [0, used). A late handler writing
 // meanwhile is harmless: it faults in fresh zero pages.
 void cpprof_dump_slots_release(uint32_t used);
-// --- blocked_capture.c ---
-// Reads the threads i with eligible[i] (slots[i] armed for gen, infos[i]'s
-// tid and CPU time when listed) from /proc if they are blocked, without a
-// signal: captured[i] = 1 and slots[i] done for those; the others' slots are
-// left armed. Returns how many were captured.
-size_t cpprof_capture_blocked(int task_dir, cpprof_thread_info *infos, cpprof_dump_slot **slots,
-                              const uint8_t *eligible, size_t n, uint64_t gen, uint8_t *captured);
-// The rest of a blocked thread's stack, for an unwind that went past its
-// first copy: 1 if copied while the thread still had not run since.
-int cpprof_complete_copy(cpprof_dump_slot *s, int32_t tid);
 // ns on CLOCK_MONOTONIC.
 int64_t cpprof_dump_now_ns(void);
 

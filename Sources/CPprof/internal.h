@@ -199,9 +199,6 @@ int cpprof_proc_syscall(int task_dir, int32_t tid, cpprof_proc_regs *out);
 // Copies [sp, sp + cap), cut at the end of sp's mapping, into dst with
 // process_vm_readv. Returns the bytes copied; 0 if nothing could be read.
 size_t cpprof_proc_copy_stack(uint64_t sp, uint8_t *dst, size_t cap);
-// The same for n stacks (sps[k], dsts[k], caps[k]) in as few system calls
-// as it can; lens[k] receives stack k's bytes copied.
-void cpprof_proc_copy_stacks(size_t n, const uint64_t *sps, uint8_t *const *dsts, const size_t *caps, size_t *lens);
 // How many bytes cpprof_proc_copy_stack(sp, _, cap) would try to copy.
 size_t cpprof_proc_stack_len(uint64_t sp, size_t cap);
 // 1: keep TID/syscall files open between reads (a wall-clock profile), at

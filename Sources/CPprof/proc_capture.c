@@ -154,69 +154,30 @@ size_t cpprof_proc_stack_len(uint64_t sp, size_t cap) {
     return cap;
 }
 
-// Stacks are copied in page-sized pieces: a transfer stops at the first
-// piece that faults, so a stack whose top is not in the map is copied up to
-// its end. One process_vm_readv carries the pieces of many stacks (up to
-// ROUND_PIECES): a wall-clock tick copies ~20 small stacks, and each call
-// paid the system call and the remote-mm lookup again.
-#define STACK_PIECES 32
-#define ROUND_PIECES 128
-
-// Copies the pieces [0, count); lens[owner] grows by what each stack got. A
-// piece that fails ends its stack's copy; the next stack's pieces are tried.
-static void transfer(pid_t pid, struct iovec *local, struct iovec *remote, const size_t *owner, size_t count,
-                     size_t *lens) {
-    size_t at = 0;
-    while (at < count) {
-        ssize_t r = process_vm_readv(pid, local + at, count - at, remote + at, count - at, 0);
-        if (r < 0 && (errno == ENOSYS || errno == EPERM)) {
-            atomic_store_explicit(&vm_readv_refused, 1, memory_order_relaxed);
-            return;
-        }
-        size_t got = r > 0 ? (size_t)r : 0;
-        while (at < count && got >= local[at].iov_len) {
-            lens[owner[at]] += local[at].iov_len;
-            got -= local[at].iov_len;
-            at++;
-        }
-        if (at == count) return;
-        lens[owner[at]] += got; // the piece it stopped in
-        size_t stopped = owner[at];
-        while (at < count && owner[at] == stopped) at++;
-    }
-}
-
-void cpprof_proc_copy_stacks(size_t n, const uint64_t *sps, uint8_t *const *dsts, const size_t *caps, size_t *lens) {
-    for (size_t k = 0; k < n; k++) lens[k] = 0;
-    if (n == 0 || !cpprof_proc_available()) return;
-    const pid_t pid = getpid();
-    struct iovec local[ROUND_PIECES], remote[ROUND_PIECES];
-    size_t owner[ROUND_PIECES], count = 0;
-    for (size_t k = 0; k < n; k++) {
-        size_t len = cpprof_proc_stack_len(sps[k], caps[k]);
-        uint64_t sp = sps[k] & ~(uint64_t)7;
-        if (count + STACK_PIECES > ROUND_PIECES) {
-            transfer(pid, local, remote, owner, count, lens);
-            count = 0;
-        }
-        size_t offset = 0;
-        for (size_t pieces = 0; offset < len && pieces < STACK_PIECES; pieces++) {
-            uint64_t at = sp + offset;
-            size_t piece = 4096 - (size_t)(at & 4095);
-            if (piece > len - offset) piece = len - offset;
-            local[count] = (struct iovec){dsts[k] + offset, piece};
-            remote[count] = (struct iovec){(void *)(uintptr_t)at, piece};
-            owner[count++] = k;
-            offset += piece;
-        }
-    }
-    if (count > 0) transfer(pid, local, remote, owner, count, lens);
-}
-
 size_t cpprof_proc_copy_stack(uint64_t sp, uint8_t *dst, size_t cap) {
-    size_t len = 0;
-    cpprof_proc_copy_stacks(1, &sp, &dst, &cap, &len);
-    return len;
+    if (!cpprof_proc_available()) return 0;
+    size_t len = cpprof_proc_stack_len(sp, cap);
+    sp &= ~(uint64_t)7;
+    // Page-sized pieces: a transfer stops at the first piece that faults,
+    // so a stack whose top is not in the map is copied up to its end.
+    enum { PIECES = 32 };
+    struct iovec local[PIECES], remote[PIECES];
+    size_t count = 0, offset = 0;
+    while (offset < len && count < PIECES) {
+        uint64_t at = sp + offset;
+        size_t piece = 4096 - (size_t)(at & 4095);
+        if (piece > len - offset) piece = len - offset;
+        local[count] = (struct iovec){dst + offset, piece};
+        remote[count] = (struct iovec){(void *)(uintptr_t)at, piece};
+        count++;
+        offset += piece;
+    }
+    ssize_t r = process_vm_readv(getpid(), local, count, remote, count, 0);
+    if (r < 0) {
+        if (errno == ENOSYS || errno == EPERM) atomic_store_explicit(&vm_readv_refused, 1, memory_order_relaxed);
+        return 0;
+    }
+    return (size_t)r;
 }
 
 // --- listing, names, states, signal masks ----------------------------------

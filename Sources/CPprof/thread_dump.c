@@ -1,7 +1,7 @@
 // Thread dumps, the dumper's side. For every thread listed in
 // /proc/self/task: a thread that has not run since the last dump keeps that
 // dump's stack (dump_cache.c); a thread blocked in the kernel is left alone,
-// its stack read from /proc and process_vm_readv (blocked_capture.c), so no
+// its stack read from /proc and process_vm_readv (proc_capture.c), so no
 // sleep, poll or read of the app returns early; a thread on a CPU is sent
 // SIGPROF (see ensure_signal), whose handler (dump_slots.c) copies its
 // registers and the top of its stack into a slot reserved for it. The dumper
@@ -29,6 +29,10 @@
 #include <unistd.h>
 
 #define DEFAULT_DEADLINE_MS 200
+// Bytes first copied of a blocked thread's stack: a 64 KiB process_vm_readv
+// costs ~10 us of CPU, an 8 KiB one ~3 us, and most blocked stacks unwind
+// within 8 KiB (unwind_slot copies the rest when one does not).
+#define PROC_FIRST_COPY (8 * 1024)
 #define LINGER_WAIT_NS (20 * 1000000LL)   // extra wait for handlers caught mid-copy
 #define STUCK_MAX 1024
 #define RESEND_NS (10 * 1000000LL)        // re-signal threads that have not answered
@@ -101,6 +105,58 @@ static int send_dump_signal(pid_t pid, int32_t tid, int sig, uint64_t value) {
     return 0;
 }
 
+// Reads a blocked thread's stack without a signal (proc_capture.c) into its
+// slot, armed for this dump and claimed here (no signal was sent for it).
+// `cpu_ns`: its CPU time read when it was listed, the first attempt's
+// "before". Only the first PROC_FIRST_COPY bytes are copied: most blocked
+// stacks unwind within them, and the unwind asks for the rest if not; a
+// thread blocked at the same sp and pc as at its last unwind (while
+// wall-clock profiles run), only the bytes that unwind read.
+// 0 if the thread is running, gone, or kept running while we read.
+static int capture_blocked(int task_dir, int32_t tid, int64_t cpu_ns, cpprof_dump_slot *s, uint64_t gen) {
+    uint64_t armed = cpprof_dump_state(gen, CPPROF_PHASE_ARMED);
+    if (!atomic_compare_exchange_strong(&s->state, &armed, cpprof_dump_state(gen, CPPROF_PHASE_WRITING))) return 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int64_t before = attempt == 0 ? cpu_ns : cpprof_thread_cpu_ns(tid);
+        cpprof_proc_regs r;
+        if (before < 0 || cpprof_proc_syscall(task_dir, tid, &r) != CPPROF_PROC_BLOCKED) break;
+        size_t want = cpprof_unwind_memo_need(tid, r.sp, r.pc);
+        if (want == 0 || want > PROC_FIRST_COPY) want = PROC_FIRST_COPY;
+        size_t len = cpprof_proc_copy_stack(r.sp, s->copy, want);
+        if (len == 0) break;
+        // It ran meanwhile: the copy may mix two moments. Try again.
+        if (cpprof_thread_cpu_ns(tid) != before) continue;
+        memset(s->regs, 0, sizeof s->regs);
+        s->regs[CPPROF_REG_RSP] = r.sp;
+        s->regs[CPPROF_REG_RIP] = r.pc;
+        s->stack_addr = r.sp & ~(uint64_t)7;
+        s->stack_len = len;
+        s->full_len = len < want ? len : cpprof_proc_stack_len(r.sp, CPPROF_THREAD_STACK_COPY);
+        s->handler_ns = 0;
+        s->only_sp_pc = 1;
+        s->cpu_ns = before;
+        // Its awaiting callers, if it runs a task: read while it stays
+        // blocked; a thread that ran meanwhile keeps its stack, not the chain.
+        cpprof_async_capture_from_copy(s->copy, s->stack_addr, len, &s->async);
+        if (s->async.count > 0 && cpprof_thread_cpu_ns(tid) != before) s->async.count = 0;
+        atomic_store_explicit(&s->state, cpprof_dump_state(gen, CPPROF_PHASE_DONE), memory_order_release);
+        return 1;
+    }
+    atomic_store(&s->state, cpprof_dump_state(gen, CPPROF_PHASE_ARMED));
+    return 0;
+}
+
+// The rest of a blocked thread's stack, for an unwind that went past its
+// first copy: 1 if copied while the thread still had not run since.
+static int complete_copy(cpprof_dump_slot *s, int32_t tid) {
+    size_t len = cpprof_proc_copy_stack(s->stack_addr, s->copy, s->full_len);
+    if (len <= s->stack_len || cpprof_thread_cpu_ns(tid) != s->cpu_ns) return 0;
+    s->stack_len = len;
+    cpprof_async_capture_from_copy(s->copy, s->stack_addr, len, &s->async);
+    if (s->async.count > 0 && cpprof_thread_cpu_ns(tid) != s->cpu_ns) s->async.count = 0;
+    return 1;
+}
+
 // Unwinds a slot's copy into info; completes a partial /proc copy first if
 // the unwind needs more of it (and the thread has still not run). A /proc
 // copy that provably unwinds as this thread's last one reuses it
@@ -119,7 +175,7 @@ static void unwind_slot(cpprof_dump_slot *s, cpprof_thread_info *info, uint32_t 
         info->depth = cpprof_unwind_memo_copy(info->tid, &copy, info->pcs, CPPROF_THREAD_MAX_FRAMES,
                                               &info->unwinder, &info->truncated, &incomplete, &again);
         *reused += (uint32_t)again;
-        if (!incomplete || pass > 0 || !cpprof_complete_copy(s, info->tid)) break;
+        if (!incomplete || pass > 0 || !complete_copy(s, info->tid)) break;
         (*completed)++;
     }
     // Not completed (it ran since): what the first bytes gave, marked cut.
@@ -165,10 +221,8 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
     cpprof_dump_slot **slots = calloc(n ? n : 1, sizeof *slots);
     uint64_t *values = calloc(n ? n : 1, sizeof *values);
     size_t *pending = malloc((n ? n : 1) * sizeof *pending);
-    // Per thread: may be read from /proc ([0, n)), and was ([n, 2n)).
-    uint8_t *proc_flags = malloc(n ? 2 * n : 1);
-    if (!infos || !slots || !values || !pending || !proc_flags) {
-        free(infos); free(slots); free(values); free(pending); free(proc_flags); free(tids);
+    if (!infos || !slots || !values || !pending) {
+        free(infos); free(slots); free(values); free(pending); free(tids);
         pthread_mutex_unlock(&dump_lock);
         return ENOMEM;
     }
@@ -218,32 +272,25 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
     int64_t t_capture = cpprof_dump_now_ns();
     size_t npending = 0;
     uint32_t read_blocked = 0, signalled = 0;
-    // The dumper itself; every other thread with a slot may be blocked.
-    for (size_t i = 0; i < n; i++) {
-        cpprof_dump_slot *s = slots[i];
-        proc_flags[i] = s != NULL && infos[i].tid != self;
-        if (s == NULL || infos[i].tid != self) continue;
-        uint64_t armed = cpprof_dump_state(gen, CPPROF_PHASE_ARMED);
-        if (atomic_compare_exchange_strong(&s->state, &armed, cpprof_dump_state(gen, CPPROF_PHASE_WRITING))) {
-            cpprof_dump_capture_self(s);
-            atomic_store(&s->state, cpprof_dump_state(gen, CPPROF_PHASE_DONE));
-        }
-        infos[i].status = CPPROF_THREAD_SELF;
-    }
-    // Blocked in the kernel: read, not interrupted (blocked_capture.c).
-    // The cache key stays the CPU time read before the name and state: if
-    // the thread ran since (renamed itself, say), the next dump reads it afresh.
     int task_dir = cpprof_proc_open_task_dir();
-    if (task_dir >= 0 && cpprof_proc_available())
-        read_blocked = (uint32_t)cpprof_capture_blocked(task_dir, infos, slots, proc_flags, n, gen, proc_flags + n);
-    else
-        memset(proc_flags + n, 0, n);
-    // The others are on a CPU (or were): signalled.
     for (size_t i = 0; i < n; i++) {
         cpprof_dump_slot *s = slots[i];
-        if (s == NULL || infos[i].tid == self) continue;
-        if (proc_flags[n + i]) {
+        if (s == NULL) continue;
+        if (infos[i].tid == self) {
+            uint64_t armed = cpprof_dump_state(gen, CPPROF_PHASE_ARMED);
+            if (atomic_compare_exchange_strong(&s->state, &armed, cpprof_dump_state(gen, CPPROF_PHASE_WRITING))) {
+                cpprof_dump_capture_self(s);
+                atomic_store(&s->state, cpprof_dump_state(gen, CPPROF_PHASE_DONE));
+            }
+            infos[i].status = CPPROF_THREAD_SELF;
+            continue;
+        }
+        // Blocked in the kernel: read, not interrupted.
+        // The cache key stays the CPU time read before the name and state: if
+        // the thread ran since (renamed itself, say), the next dump reads it afresh.
+        if (task_dir >= 0 && cpprof_proc_available() && capture_blocked(task_dir, infos[i].tid, infos[i].cpu_ns, s, gen)) {
             infos[i].status = CPPROF_THREAD_READ_BLOCKED;
+            read_blocked++;
             continue;
         }
         if (sig <= 0) { infos[i].status = CPPROF_THREAD_SEND_FAILED; continue; }
@@ -416,7 +463,6 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
     free(slots);
     free(values);
     free(pending);
-    free(proc_flags);
     *out = infos;
     *count = n;
     return 0;

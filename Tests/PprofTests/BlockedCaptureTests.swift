@@ -8,9 +8,9 @@ import Testing
 import Glibc
 #endif
 
-// Blocked threads are read from /proc in batches: their registers first, then
-// all their stacks with one process_vm_readv (blocked_capture.c). Each copy
-// must land in its own thread's slot, at its own length, across batches.
+// Blocked threads are read from /proc, many in one dump, each into its own
+// slot (thread_dump.c, proc_capture.c): each stack must be its own thread's,
+// whatever the threads around it block in.
 
 /// Where each parked thread is parked: by tid, an address inside the
 /// function it blocks in.
@@ -47,13 +47,13 @@ private func bounds(of address: UInt64) -> Range<UInt64>? {
 
 extension ProcessWideStateTests {
     @Suite struct BlockedCaptureTests {
-        @Test("150 threads parked in two functions, read from /proc in batches: each stack is its own thread's")
-        func batchedCopiesStayWithTheirThreads() throws {
+        @Test("150 threads parked in two functions, read from /proc in one dump: each stack is its own thread's")
+        func copiesStayWithTheirThreads() throws {
             var fds: [Int32] = [0, 0]
             try #require(pipe(&fds) == 0)
             let parked = Parked()
             var threads: [pthread_t] = []
-            let count = 150 // more than one batch of 64
+            let count = 150
             for i in 0..<count {
                 let readFD = fds[0]
                 let thread = faultSpawn(stackSize: 256 * 1024) {
