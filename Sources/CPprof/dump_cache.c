@@ -20,6 +20,7 @@
 #define CACHE_MAX 4096 // threads kept (about 1.1 KiB each); more are captured afresh
 
 static cpprof_thread_info *entries; // sorted by tid
+static int32_t *entry_tids;         // entries[i].tid: searched instead of the 1 KiB entries
 static size_t entry_count;
 
 static int by_tid(const void *a, const void *b) {
@@ -28,14 +29,22 @@ static int by_tid(const void *a, const void *b) {
 }
 
 // Among the first `count` entries (sorted by tid).
+// The search reads entry_tids, a few cache lines, not one entry's line per
+// step: a wall-clock tick looks up every listed thread.
 static const cpprof_thread_info *find_in(int32_t tid, size_t count) {
     size_t lo = 0, hi = count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (entries[mid].tid < tid) lo = mid + 1;
+        if (entry_tids[mid] < tid) lo = mid + 1;
         else hi = mid;
     }
-    return lo < count && entries[lo].tid == tid ? &entries[lo] : NULL;
+    return lo < count && entry_tids[lo] == tid ? &entries[lo] : NULL;
+}
+
+// Frames past depth are never read (lookups copy up to depth only).
+static void keep(cpprof_thread_info *e, const cpprof_thread_info *t) {
+    uint32_t depth = t->depth < CPPROF_THREAD_MAX_FRAMES ? t->depth : CPPROF_THREAD_MAX_FRAMES;
+    memcpy(e, t, offsetof(cpprof_thread_info, pcs) + depth * sizeof t->pcs[0]);
 }
 
 int cpprof_dump_cache_lookup(int32_t tid, int64_t cpu_ns, cpprof_thread_info *out) {
@@ -62,13 +71,20 @@ static int worth_keeping(const cpprof_thread_info *t) {
 void cpprof_dump_cache_store(const cpprof_thread_info *infos, size_t n, int whole_process) {
     if (entries == NULL) {
         entries = malloc(CACHE_MAX * sizeof *entries);
-        if (entries == NULL) return;
+        entry_tids = malloc(CACHE_MAX * sizeof *entry_tids);
+        if (entries == NULL || entry_tids == NULL) {
+            free(entries);
+            free(entry_tids);
+            entries = NULL;
+            entry_tids = NULL;
+            return;
+        }
     }
     if (whole_process) {
         // Every live thread was listed: forget the ones that are gone.
         size_t kept = 0;
         for (size_t i = 0; i < n && kept < CACHE_MAX; i++)
-            if (worth_keeping(&infos[i])) memcpy(&entries[kept++], &infos[i], sizeof *entries);
+            if (worth_keeping(&infos[i])) keep(&entries[kept++], &infos[i]);
         entry_count = kept;
     } else {
         // Some threads only (a wall-clock tick): update those, keep the rest.
@@ -78,16 +94,18 @@ void cpprof_dump_cache_store(const cpprof_thread_info *infos, size_t n, int whol
             if (infos[i].unchanged) continue;
             cpprof_thread_info *e = (cpprof_thread_info *)find_in(infos[i].tid, known);
             if (e != NULL) {
-                if (worth_keeping(&infos[i])) memcpy(e, &infos[i], sizeof *e);
+                if (worth_keeping(&infos[i])) keep(e, &infos[i]);
                 else e->cpu_ns = -1; // never matches again
             } else if (worth_keeping(&infos[i]) && entry_count < CACHE_MAX) {
-                memcpy(&entries[entry_count++], &infos[i], sizeof *entries);
+                entry_tids[entry_count] = infos[i].tid;
+                keep(&entries[entry_count++], &infos[i]);
                 appended = 1;
             }
         }
         if (!appended) return; // still sorted: a tick of threads all seen before
     }
     qsort(entries, entry_count, sizeof *entries, by_tid);
+    for (size_t i = 0; i < entry_count; i++) entry_tids[i] = entries[i].tid;
 }
 
 void cpprof_dump_cache_clear(void) { entry_count = 0; }

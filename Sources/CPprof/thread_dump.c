@@ -227,7 +227,8 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
         return ENOMEM;
     }
 
-    const pid_t pid = getpid();
+    // Read when a first thread is signalled: a wall-clock tick mostly signals none.
+    pid_t pid = 0;
     const int32_t self = (int32_t)syscall(SYS_gettid);
     const long ticks = sysconf(_SC_CLK_TCK);
     // A thread that has not run since the last dump keeps that dump's stack
@@ -300,6 +301,7 @@ int cpprof_threads_sample(const int32_t *only, size_t only_count, int32_t deadli
                 continue;
             }
         }
+        if (pid == 0) pid = getpid();
         int e = send_dump_signal(pid, infos[i].tid, sig, values[i]);
         if (e == 0) { pending[npending++] = i; signalled++; }
         else infos[i].status = e == ESRCH ? CPPROF_THREAD_EXITED : CPPROF_THREAD_SEND_FAILED;
