@@ -259,6 +259,24 @@ extension ProcessWideStateTests {
             #expect(snap.stack.count >= 3, "frame-pointer walk too short: \(snap.stack.count)")
         }
 
+        @Test("a thread dump says so when its stacks were walked without libunwind")
+        func dumpSaysWhenLibunwindIsMissing() throws {
+            // A thread that runs between dumps, so that each dump unwinds a stack.
+            let stop = FaultFlag()
+            let thread = try #require(faultSpawn { while !stop.isSet { usleep(1_000) } })
+            defer { stop.set(); pthread_join(thread, nil) }
+            func saysMissing() -> Bool {
+                usleep(20_000) // the thread runs again: the dump has its stack to unwind
+                return GoroutineProfile().collect().comments.contains(ThreadDumper.withoutLibunwindComment)
+            }
+            // The suite's machines have libunwind (Scripts/install-deps.sh).
+            #expect(!saysMissing(), "libunwind was not available to this build or at run time")
+            cpprof_threads_set_dwarf_for_testing(0)
+            let withoutIt = saysMissing()
+            cpprof_threads_set_dwarf_for_testing(1)
+            #expect(withoutIt)
+        }
+
         @Test func fiveHundredThreadsAllAnswer() throws {
             let gate = Gate()
             let tids = Locked(Set<Int32>())

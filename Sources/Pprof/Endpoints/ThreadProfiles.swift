@@ -21,7 +21,7 @@ struct GoroutineProfile: NamedProfile {
             periodType: ValueType(type: "goroutine", unit: "count"),
             period: 1)
         data.timeNanos = Clock.wallNanoseconds()
-        let threads = ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds)
+        let (threads, stats) = ThreadDumper.dumpWithStats(deadlineMilliseconds: Self.deadlineMilliseconds)
         var silent = 0
         for thread in threads where thread.status != .exited {
             if !thread.answered { silent += 1 }
@@ -30,6 +30,7 @@ struct GoroutineProfile: NamedProfile {
         data.comments = threads.isEmpty
             ? ["swift-pprof: thread dump unavailable (SIGPROF is handled by something else in this process)"]
             : ["swift-pprof: threads=\(threads.count) without_stack=\(silent) (blocked the signal or did not answer within \(Self.deadlineMilliseconds) ms)"]
+        if ThreadDumper.unwoundWithoutLibunwind(stats) { data.comments.append(ThreadDumper.withoutLibunwindComment) }
         return data
     }
 

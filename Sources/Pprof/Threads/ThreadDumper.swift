@@ -36,6 +36,17 @@ enum ThreadDumper {
         dumpWithStats(deadlineMilliseconds: deadlineMilliseconds).threads
     }
 
+    /// The dump unwound stacks without libunwind's DWARF unwinder: built
+    /// without libunwind's headers, or libunwind-x86_64.so.8 not found at run
+    /// time. Frame pointers alone skip the frames of code built without
+    /// them (Debian's glibc: `pthread_cond_wait` and its caller, say).
+    static func unwoundWithoutLibunwind(_ stats: cpprof_thread_dump_stats) -> Bool {
+        stats.libunwind == 0 && stats.read_blocked &+ stats.signalled > 0
+    }
+
+    /// What a profile says when `unwoundWithoutLibunwind`.
+    static let withoutLibunwindComment = "swift-pprof: libunwind unavailable (built without libunwind-dev, or libunwind-x86_64.so.8 not found): stacks were walked by frame pointers alone, and frames of code built without them (glibc) may be missing"
+
     /// Same as `dump`, with what the dump cost. `stats.threads == 0` if the dump failed.
     static func dumpWithStats(deadlineMilliseconds: Int = 200) -> (threads: [ThreadSnapshot], stats: cpprof_thread_dump_stats) {
         var infos: UnsafeMutablePointer<cpprof_thread_info>?

@@ -49,6 +49,8 @@ enum WallProfiler {
         var reused = 0
         var withoutStack = 0
         var threadsMax = 0
+        /// Some tick unwound stacks by frame pointers alone (no libunwind).
+        var withoutLibunwind = false
     }
 
     /// Samples every thread but the calling one for `seconds`, or until
@@ -112,6 +114,7 @@ enum WallProfiler {
         if counters.ticks > 0 && Double(counters.lateTicks) > lateTicksWorthSaying * Double(counters.ticks) {
             data.comments.append("swift-pprof: \(counters.lateTicks) of \(counters.ticks) ticks started over \(lateTickNanoseconds / 1_000_000) ms late (the sampler waited for a CPU): on a saturated machine its instants follow the scheduler, and each thread's split between running and blocked stacks is less exact")
         }
+        if counters.withoutLibunwind { data.comments.append(ThreadDumper.withoutLibunwindComment) }
         if counters.threadsMax > maxThreadsPerTick {
             data.comments.append("swift-pprof: more than \(maxThreadsPerTick) threads: each tick sampled \(maxThreadsPerTick) of them in turn; each thread's wall time is its window, shared by its samples")
         }
@@ -135,6 +138,7 @@ enum WallProfiler {
         counters.unchanged += Int(stats.unchanged)
         counters.completed += Int(stats.completed)
         counters.reused += Int(stats.reused)
+        if ThreadDumper.unwoundWithoutLibunwind(stats) { counters.withoutLibunwind = true }
         var exited = Set<Int32>()
         for i in 0..<count {
             let tid = infos[i].tid
