@@ -59,10 +59,12 @@ let package = Package(
             path: "Benchmarks/pprof-benchmarks",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // The C test hooks' declarations, for PprofTests only (defined in CPprof).
+        .target(name: "CPprofTestHooks", path: "Tests/CPprofTestHooks"),
         .testTarget(
             name: "PprofTests",
             dependencies: [
-                "Pprof", "CPprof", "PprofServiceLifecycle",
+                "Pprof", "CPprof", "CPprofTestHooks", "PprofServiceLifecycle",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -1,3 +1,4 @@
+import CPprofTestHooks
 import CPprof
 import Synchronization
 import Testing

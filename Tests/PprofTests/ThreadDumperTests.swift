@@ -1,3 +1,4 @@
+import CPprofTestHooks
 import CPprof
 import Foundation
 import Synchronization

@@ -69,14 +69,6 @@ int cpprof_sigprof_prepare(void);
 /// Reads the counters of the current (or last) session.
 void cpprof_cpu_get_stats(cpprof_cpu_stats *out);
 
-/// Test hook: records one sample of the calling thread exactly as the
-/// signal handler would, from the current registers. Returns 1 if recorded.
-int cpprof_cpu_record_self_for_testing(void);
-
-/// Test hook: the handler's frame-pointer walk, on arguments the test chooses.
-uint32_t cpprof_walk_frames_for_testing(uintptr_t pc, uintptr_t fp, uintptr_t sp, uintptr_t stack_end,
-                                        uint64_t *pcs, uint32_t max);
-
 #ifdef __cplusplus
 }
 #endif

@@ -151,27 +151,6 @@ typedef struct cpprof_threadcreate_stats {
 size_t cpprof_threadcreate_snapshot(cpprof_threadcreate_record *out, size_t max,
                                     cpprof_threadcreate_stats *stats);
 
-// --- test hooks -------------------------------------------------------------
-
-/// The return address of this call: an address inside the calling function.
-uint64_t cpprof_caller_address_for_testing(void);
-
-/// Blocks (1) or unblocks (0) the thread-dump signal in the calling thread;
-/// installs the handler first if no dump ran yet. Returns 0 or an errno.
-int cpprof_threads_block_signal_for_testing(int block);
-
-/// Turns DWARF (libunwind) unwinding of thread dumps off (0) or on (1), to
-/// exercise the frame-pointer fallback.
-void cpprof_threads_set_dwarf_for_testing(int enabled);
-
-/// Runs `hook` (NULL: none) in every dump after the stacks are copied and
-/// before they are unwound, with the dump lock held: it must not dump.
-void cpprof_threads_set_unwind_hook_for_testing(void (*hook)(void));
-
-/// [start, end) of the function holding `addr`, from its unwind table (FDE).
-/// Returns 1 if found (needs libunwind), else 0.
-int cpprof_function_bounds_for_testing(uint64_t addr, uint64_t *start, uint64_t *end);
-
 #ifdef __cplusplus
 }
 #endif
