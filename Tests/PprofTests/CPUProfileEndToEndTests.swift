@@ -43,8 +43,14 @@ extension ProcessWideStateTests {
             let traces = GoPprof.parseTraces(output)
             var profiled = ["spinAlpha": 0.0, "spinBeta": 0.0, "spinGamma": 0.0]
             var sawCaller = false
+            // Samples of the burners' loops that name no burner (a walk that
+            // skipped it), and of everything else, for a failure's message.
+            var unmatched: [(ns: Double, frames: String)] = []
             for trace in traces {
                 guard let ns = nanoseconds(trace.value) else { continue }
+                if !profiled.keys.contains(where: { name in trace.functions.contains { $0.contains(name) } }) {
+                    unmatched.append((ns, trace.functions.prefix(6).joined(separator: " <- ")))
+                }
                 for name in profiled.keys where trace.functions.first(where: { $0.contains(name) }) != nil {
                     profiled[name]! += ns
                     // The walk must reach past the leaf into the loop that called it.
@@ -63,7 +69,7 @@ extension ProcessWideStateTests {
             for name in truth.keys {
                 let want = truth[name]! / truthTotal
                 let got = profiled[name]! / max(profiledTotal, 1)
-                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth) over the profile's \(decoded.durationNanos) ns; sampler at the end: \(timeline.samplerState()); profile comments:\n\(comments)")
+                #expect(abs(got - want) < 0.08, "\(name): profile share \(got), measured share \(want); profile \(profiled), truth \(truth) over the profile's \(decoded.durationNanos) ns; sampler at the end: \(timeline.samplerState()); profile comments:\n\(comments)\nlargest samples naming no burner (of \(unmatched.reduce(0) { $0 + $1.ns }) ns):\n\(unmatched.sorted { $0.ns > $1.ns }.prefix(8).map { "\($0.ns) ns: \($0.frames)" }.joined(separator: "\n"))")
             }
         }
 
