@@ -173,16 +173,22 @@ private final class WorkloadTimeline: @unchecked Sendable {
     private var stopped = false
     private var stateAtStop = ""
     private let done = DispatchSemaphore(value: 0)
+    private let started = DispatchSemaphore(value: 0)
 
+    /// Returns once the first point is recorded: a profile requested after
+    /// that starts within the recording (on a loaded machine the thread's
+    /// first turn came after the profile had started).
     init(_ workload: MeasuredWorkload) {
         Thread {
             let deadline = Date().addingTimeInterval(60)
+            var first = true
             while Date() < deadline {
                 let now = Self.wallNanoseconds(), totals = workload.totals()
                 let stop = self.lock.withLock {
                     self.points.append((now, totals))
                     return self.stopped
                 }
+                if first { self.started.signal(); first = false }
                 if stop { break }
                 usleep(1_000)
             }
@@ -192,6 +198,7 @@ private final class WorkloadTimeline: @unchecked Sendable {
             }
             self.done.signal()
         }.start()
+        _ = started.wait(timeout: .now() + 60)
     }
 
     private static func wallNanoseconds() -> Int64 {
