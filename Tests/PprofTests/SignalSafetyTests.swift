@@ -106,7 +106,7 @@ extension ProcessWideStateTests {
 /// Signals queued (and timers held) by this process's user, all its
 /// processes together: the first number of SigQ in /proc/self/status.
 private func userQueuedSignals() -> Int? {
-    guard let status = faultReadFile("/proc/self/status") else { return nil }
+    guard let status = readWholeFile("/proc/self/status") else { return nil }
     let line = String(decoding: status, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("SigQ:") }
     return line.flatMap { Int($0.dropFirst(5).split(separator: "/").first?.trimmingCharacters(in: .whitespaces) ?? "") }
 }
