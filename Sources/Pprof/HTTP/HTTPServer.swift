@@ -122,6 +122,7 @@ final class HTTPServerCore: Sendable {
             case let .success(thread):
                 state.phase = .running(Running(listener: listener, wakeReader: wake[0],
                                                wakeWriter: wake[1], loopThread: thread))
+                pool.startWaitingThread()
                 return listener.boundAddress
             case let .failure(error):
                 listener.close()

@@ -77,6 +77,26 @@ final class HTTPWorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Threads started and not yet ended.
+    var threadCount: Int { lock.withLock { workers } }
+
+    /// Starts the thread that stays (the pool never ends its last one)
+    /// before any job comes, so that the first request wakes a waiting
+    /// thread instead of creating one: on a busy machine the scheduler
+    /// places a new thread behind the running ones, and it waited a time
+    /// slice or more (Docs/Benchmarks.md, "First scrape"). Does nothing if
+    /// a thread is there or the system refuses one (the first job starts it).
+    func startWaitingThread() {
+        let spawn = lock.withLock {
+            guard !stopped, workers == 0 else { return false }
+            workers += 1
+            return true
+        }
+        guard spawn else { return }
+        if case .success = PThread.spawn(name: "pprof-worker", joinable: false, { [self] in work() }) { return }
+        lock.withLock { workers -= 1 }
+    }
+
     /// Stops taking jobs; returns the jobs that had not started (the caller
     /// closes their connections). Running jobs finish; then the threads end.
     func stop() -> [Job] {
