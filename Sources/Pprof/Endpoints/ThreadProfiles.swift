@@ -47,7 +47,13 @@ struct GoroutineProfile: NamedProfile {
     /// stack is symbolized and written once, then reused (a dump of 1000
     /// threads has a few dozen distinct stacks).
     private func fullDump(symbols: some SymbolSource) -> String {
-        let threads = ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds)
+        Self.fullDump(ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds), symbols: symbols)
+    }
+
+    /// The `debug=2` text of threads already captured (the symbol read-ahead
+    /// renders one from its last capture, so that a first request finds the
+    /// formatting path warm too).
+    static func fullDump(_ threads: [ThreadSnapshot], symbols: some SymbolSource) -> String {
         let stacks = Set(threads.lazy.filter(\.answered).map(\.stack))
         let symbols = PrefetchedSymbols(symbols, addresses: stacks.flatMap { Self.adjusted($0) })
         var frameText: [[UInt64]: String] = [:]
