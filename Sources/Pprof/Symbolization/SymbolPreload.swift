@@ -136,7 +136,7 @@ enum SymbolPreload {
                 }
             }
             // The mappings profiles list (build ids read from each file), under the lock: cheap.
-            _ = symbolizer.executableMappings()
+            let mappings = symbolizer.executableMappings()
             _ = cpprof_lower_thread_priority()
             let found = symbolizer.readAhead(Array(addresses) + requestPathAddresses)
             // Their short names too (computed outside the cache's lock).
@@ -144,11 +144,23 @@ enum SymbolPreload {
             // Then the last capture rendered as `/goroutine?debug=2` renders it
             // (its result dropped): the formatting's own first use (the
             // runtime's type metadata and conformances, the names' caches)
-            // is paid here, not by the first request. On the demo this took
-            // the first dump from 1.9x a warm one to 1.5x in CPU (medians of
-            // 10 runs, with the waiting worker thread of HTTPWorkerPool).
-            _ = GoroutineProfile.fullDump(last, symbols: FunctionNames(base: symbolizer, full: false))
+            // is paid here, not by the first request (Docs/Benchmarks.md,
+            // "First scrape: a rehearsal"). From the frames just found, not
+            // through the symbolizer: a batch there that reads no unit of an
+            // object lets go of its inflated sections, which the first
+            // request may still need.
+            let rehearsal = FoundFrames(frames: found, mappings: mappings)
+            _ = GoroutineProfile.fullDump(last, symbols: FunctionNames(base: rehearsal, full: false))
             return addresses.count
         }
     }
+}
+
+/// The frames a read-ahead found, as a symbol source; nothing else is known.
+private struct FoundFrames: SymbolSource {
+    let frames: [UInt64: [SymbolizedFrame]]
+    let mappings: [ExecutableMapping]
+
+    func executableMappings() -> [ExecutableMapping] { mappings }
+    func frames(at address: UInt64) -> [SymbolizedFrame] { frames[address] ?? [] }
 }
