@@ -107,5 +107,35 @@ import Testing
             }
         }
         #expect(mismatches.isEmpty, "\(mismatches.count) of \(addresses.count): \(mismatches.prefix(3))")
+        // Units read after the sections went were inflated from a restart
+        // point, on their own: nothing whole was inflated again.
+        #expect(!perUnit.holdsInflatedSections, "a unit read after a release inflated the whole section again")
+    }
+
+    /// Any range of libc's compressed line section, inflated from the
+    /// nearest restart point, has the bytes the whole inflate gave.
+    @Test(.enabled(if: libcDebugFile() != nil, "libc's debug file (libc6-dbg) is not installed"))
+    func aRangeInflatedFromARestartPointMatchesTheWholeSection() throws {
+        let debug = try #require(Self.libcDebugFile())
+        let (stream, size) = try #require(debug.image.zlibSection(".debug_line", in: debug.image.sectionsByName()),
+                                          "libc's line section is not zlib-compressed here")
+        let (whole, index) = try #require(InflateIndex.inflating(stream, size: size))
+        #expect(whole.bytes.count == Int(size))
+        try #require(index.size > 4 * InflateIndex.spacing, "the section is too small to need restart points")
+        #expect(index.memoryBytes >= InflateIndex.windowSize, "no restart point was kept")
+        #expect(index.memoryBytes < index.size / 2)
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        var ranges: [Range<Int>] = [0..<100, (index.size - 100)..<index.size]
+        for _ in 0..<40 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1
+            let start = Int(state >> 33) % index.size
+            ranges.append(start..<min(index.size, start + 1 + Int(state >> 50) % 20_000))
+        }
+        for range in ranges {
+            let part = try #require(index.inflating(range), "no bytes for \(range)")
+            #expect(part.bytes.count == index.size)
+            #expect(part.bytes[range].elementsEqual(whole.bytes[range]), "bytes of \(range) differ")
+        }
+        #expect(index.inflating(0..<(index.size + 1)) == nil)
     }
 }

@@ -3,25 +3,53 @@ import Glibc
 
 /// The bytes of one debug section: borrowed from the image, or for a
 /// compressed section, decompressed into memory this object owns (freed
-/// with it).
-final class DebugSectionData {
+/// with it). Unchecked Sendable: the bytes are written only before the
+/// object is handed to anyone (`init(zeroedCount:)` and its one writer),
+/// read-only after.
+final class DebugSectionData: @unchecked Sendable {
     let bytes: UnsafeRawBufferPointer
     private let owned: UnsafeMutableRawPointer?
+    /// Anonymous pages this object maps (`init(zeroedCount:)`), and their length.
+    private let mapped: UnsafeMutableRawPointer?
+    private let mappedLength: Int
 
     /// The bytes were inflated into memory this object owns.
-    var isOwned: Bool { owned != nil }
+    var isOwned: Bool { owned != nil || mapped != nil }
 
     init(borrowing bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
         owned = nil
+        mapped = nil
+        mappedLength = 0
     }
 
     private init(owning pointer: UnsafeMutablePointer<UInt8>, count: Int) {
         owned = UnsafeMutableRawPointer(pointer)
         bytes = UnsafeRawBufferPointer(start: pointer, count: count)
+        mapped = nil
+        mappedLength = 0
     }
 
-    deinit { free(owned) }
+    /// `count` zero bytes in fresh anonymous pages, written once through
+    /// `writable` before the object is shared (`InflateIndex`); pages never
+    /// written cost no memory. nil if the pages cannot be mapped.
+    init?(zeroedCount count: Int) {
+        guard count > 0,
+              let pages = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              pages != UnsafeMutableRawPointer(bitPattern: -1) else { return nil }
+        mapped = pages
+        mappedLength = count
+        owned = nil
+        bytes = UnsafeRawBufferPointer(start: pages, count: count)
+    }
+
+    /// The mapped pages, for the one writer before the object is shared.
+    var writable: UnsafeMutablePointer<UInt8>? { mapped?.assumingMemoryBound(to: UInt8.self) }
+
+    deinit {
+        free(owned)
+        if let mapped { munmap(mapped, mappedLength) }
+    }
 
     /// Inflates a zlib (or gzip) stream with the CPprof helpers; nil on any error.
     static func inflating(_ compressed: UnsafeRawBufferPointer, expectedSize: UInt64) -> DebugSectionData? {
@@ -60,22 +88,32 @@ extension ELFImage {
     /// .zdebug_ naming, are inflated; zstd-compressed ones are skipped.
     func debugSection(_ name: String, in sections: [String: Elf64_Shdr]) -> DebugSectionData? {
         if let section = sections[name], section.sh_type != SHT_NOBITS,
+           let bytes = slice(at: section.sh_offset, count: section.sh_size),
+           section.sh_flags & UInt64(SHF_COMPRESSED) == 0 {
+            return DebugSectionData(borrowing: bytes)
+        }
+        guard let (stream, size) = zlibSection(name, in: sections) else { return nil }
+        return DebugSectionData.inflating(stream, expectedSize: size)
+    }
+
+    /// A zlib-compressed debug section's stream and inflated size: either
+    /// SHF_COMPRESSED with a zlib header, or the older .zdebug_ naming
+    /// ("ZLIB", the size as 8 big-endian bytes, a zlib stream). nil otherwise.
+    func zlibSection(_ name: String, in sections: [String: Elf64_Shdr]) -> (stream: UnsafeRawBufferPointer, size: UInt64)? {
+        if let section = sections[name], section.sh_type != SHT_NOBITS,
            let bytes = slice(at: section.sh_offset, count: section.sh_size) {
-            guard section.sh_flags & UInt64(SHF_COMPRESSED) != 0 else { return DebugSectionData(borrowing: bytes) }
             let headerSize = MemoryLayout<Elf64_Chdr>.size
-            guard bytes.count >= headerSize else { return nil }
+            guard section.sh_flags & UInt64(SHF_COMPRESSED) != 0, bytes.count >= headerSize else { return nil }
             let header = bytes.loadUnaligned(as: Elf64_Chdr.self)
             guard header.ch_type == UInt32(ELFCOMPRESS_ZLIB) else { return nil }
-            return DebugSectionData.inflating(UnsafeRawBufferPointer(rebasing: bytes[headerSize...]),
-                                              expectedSize: header.ch_size)
+            return (UnsafeRawBufferPointer(rebasing: bytes[headerSize...]), header.ch_size)
         }
-        // .zdebug_line: "ZLIB", the size as 8 big-endian bytes, a zlib stream.
         if name.hasPrefix(".debug_"), let section = sections[".z" + name.dropFirst()],
            section.sh_type != SHT_NOBITS, section.sh_size >= 12,
            let bytes = slice(at: section.sh_offset, count: section.sh_size),
            Array(bytes[0..<4]) == Array("ZLIB".utf8) {
             let size = bytes[4..<12].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            return DebugSectionData.inflating(UnsafeRawBufferPointer(rebasing: bytes[12...]), expectedSize: size)
+            return (UnsafeRawBufferPointer(rebasing: bytes[12...]), size)
         }
         return nil
     }
@@ -102,8 +140,15 @@ final class DWARFSectionSet: @unchecked Sendable {
     let ownsInflatedData: Bool
     /// Bytes of the inflated copies.
     let inflatedBytes: Int
+    /// A compressed .debug_line's restart points (lines-only sets), for
+    /// inflating one unit's bytes later without the rest (`InflateIndex`).
+    let lineIndex: InflateIndex?
     private let owned: [DebugSectionData?]
     private let file: MappedFile?
+
+    /// .debug_str and .debug_line_str as this set has them (line headers'
+    /// file names point into them), for a partial set.
+    var stringSections: [DebugSectionData?] { [owned[1], owned[2]] }
 
     /// nil if the image has neither .debug_line nor .debug_info.
     /// - Parameters:
@@ -117,8 +162,18 @@ final class DWARFSectionSet: @unchecked Sendable {
         let lineNames = [".debug_line", ".debug_str", ".debug_line_str"]
         let infoNames = [".debug_info", ".debug_abbrev", ".debug_str_offsets", ".debug_addr", ".debug_ranges",
                          ".debug_rnglists"]
-        let owned = (linesOnly ? lineNames : lineNames + infoNames).map(section)
+        let lineIndex: InflateIndex?
+        let owned: [DebugSectionData?]
+        if linesOnly, let (stream, size) = image.zlibSection(".debug_line", in: sections),
+           let (line, index) = InflateIndex.inflating(stream, size: size) {
+            lineIndex = index
+            owned = [line] + lineNames.dropFirst().map(section)
+        } else {
+            lineIndex = nil
+            owned = (linesOnly ? lineNames : lineNames + infoNames).map(section)
+        }
         guard owned[0] != nil || !linesOnly && owned[3] != nil else { return nil }
+        self.lineIndex = lineIndex
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
         let bytes = owned.map { $0?.bytes ?? empty } + Array(repeating: empty, count: linesOnly ? infoNames.count : 0)
         line = DWARFLineSections(line: bytes[0], lineStr: bytes[2], str: bytes[1])
@@ -127,6 +182,22 @@ final class DWARFSectionSet: @unchecked Sendable {
         ownsInflatedData = owned.contains { $0?.isOwned == true }
         inflatedBytes = owned.reduce(0) { $0 + ($1?.isOwned == true ? $1?.bytes.count ?? 0 : 0) }
         self.owned = owned
+        self.file = file
+    }
+
+    /// Lines only, from a .debug_line of which only some units' bytes were
+    /// inflated (`InflateIndex.inflating(_:)`) and the string sections of a
+    /// full set.
+    init(partialLine line: DebugSectionData, strings: [DebugSectionData?], file: MappedFile?) {
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let str = strings.first.flatMap { $0 }, lineStr = strings.dropFirst().first.flatMap { $0 }
+        self.line = DWARFLineSections(line: line.bytes, lineStr: lineStr?.bytes ?? empty, str: str?.bytes ?? empty)
+        info = DWARFInfoSections(info: empty, abbrev: empty, str: str?.bytes ?? empty, lineStr: lineStr?.bytes ?? empty,
+                                 strOffsets: empty, addr: empty, ranges: empty, rnglists: empty)
+        owned = [line, str, lineStr]
+        ownsInflatedData = owned.contains { $0?.isOwned == true }
+        inflatedBytes = owned.reduce(0) { $0 + ($1?.isOwned == true ? $1?.bytes.count ?? 0 : 0) }
+        lineIndex = nil
         self.file = file
     }
 }

@@ -9,12 +9,19 @@
 /// sections. Compressed sections (system libraries' debug files) are
 /// inflated when a unit must be read and let go after a request that read
 /// none of the image's units (`releaseInflatedSections`): kept for good,
-/// they would cost more than the tables; let go after every request, the
-/// next few requests (whose stacks still bring new units) inflate them again.
+/// they would cost more than the tables. A compressed line section of a
+/// lines-only image (libc's) keeps restart points (`InflateIndex`) and its
+/// small string sections: a unit needed after the section was let go
+/// inflates from the nearest point before it, not the whole section again.
 struct UnitDebugInfo: Sendable {
     private let source: DWARFSource
     /// The sections, while mapped or inflated.
     private var sections: DWARFSectionSet?
+    /// For a compressed line section read by programs: its restart points
+    /// and the string sections its headers name files in, kept when the
+    /// sections are let go.
+    private let lineIndex: InflateIndex?
+    private let keptStrings: [DebugSectionData?]
     private let index: DWARFUnitIndex
     private let code: [Range<UInt64>]
     /// Tables read so far, by unit (`DWARFUnitIndex`'s numbering);
@@ -33,6 +40,9 @@ struct UnitDebugInfo: Sendable {
         index = !source.linesOnly && sections.info.info.count > 0
             ? DWARFUnitIndex(info: sections.info, line: sections.line, isCode: code.containsAddress)
             : DWARFUnitIndex(programsIn: sections.line, isCode: code.containsAddress)
+        let partial = index.kind == .programs && sections.lineIndex != nil
+        lineIndex = partial ? sections.lineIndex : nil
+        keptStrings = partial ? sections.stringSections : []
     }
 
     /// Whether inflated sections are held (until `releaseInflatedSections`).
@@ -85,19 +95,40 @@ struct UnitDebugInfo: Sendable {
     /// Bytes of the tables read so far; the index and inflated sections
     /// held count as line tables.
     var memoryBytes: (lines: Int, inlines: Int) {
-        tables.values.reduce((index.memoryBytes + (sections?.inflatedBytes ?? 0), 0)) { total, info in
+        let inflated = sections?.inflatedBytes ?? keptStrings.reduce(0) { $0 + ($1?.bytes.count ?? 0) }
+        let held = index.memoryBytes + inflated + (lineIndex?.memoryBytes ?? 0)
+        return tables.values.reduce((held, 0)) { total, info in
             (total.0 + info.lines.memoryBytes, total.1 + info.inlines.memoryBytes)
         }
     }
 
     private mutating func tables(of unit: UInt32) -> DebugInfo {
         if let known = tables[unit] { return known }
+        if sections == nil, let partial = partialSections(unit) {
+            let info = withExtendedLifetime(partial) { read(unit, in: partial) }
+            tables[unit] = info
+            return info
+        }
         if sections == nil, MemoryHeadroom.isAvailable(source.image.bytes.count) { sections = source.open() }
         // Not cached: the next request tries again.
         guard let sections else { return .empty }
         let info = withExtendedLifetime(sections) { read(unit, in: sections) }
         tables[unit] = info
         return info
+    }
+
+    /// Sections in which only `unit`'s line program is inflated (from the
+    /// nearest restart point before it), for a lines-only image whose
+    /// compressed sections were let go; nil if there is no index or the
+    /// inflate fails (then the whole section is inflated as before).
+    private func partialSections(_ unit: UInt32) -> DWARFSectionSet? {
+        guard let lineIndex, unit != Self.unplaced, Int(unit) < index.unitOffsets.count else { return nil }
+        let start = index.unitOffsets[Int(unit)]
+        // Programs follow each other: this one ends where the next starts.
+        let end = Int(unit) + 1 < index.unitOffsets.count ? index.unitOffsets[Int(unit) + 1] : lineIndex.size
+        guard start < end, MemoryHeadroom.isAvailable(InflateIndex.spacing + (end - start)),
+              let line = lineIndex.inflating(start..<end) else { return nil }
+        return DWARFSectionSet(partialLine: line, strings: keptStrings, file: source.file)
     }
 
     /// The tables of one unit, or of everything unplaced.
