@@ -5,7 +5,8 @@
 # Per run and per mode, rotating the order: "targeted" (the default: the read-ahead of what the
 # threads' stacks need), "lazy" (PPROF_SYMBOL_PRELOAD=0: read on first use) and "preload"
 # (PPROF_SYMBOL_PRELOAD=1: every object read ahead); MODES="lazy targeted" picks some. Starts the demo on free ports, waits WAIT_SECONDS, then times the
-# first /goroutine?debug=2, 5 more, the first /profile?seconds=1 and 3 more;
+# first /goroutine?debug=2, 5 more, one more after a pause as long as the
+# first one's since the read-ahead (GAP_SECONDS), the first /profile?seconds=1 and 3 more;
 # reads the demo's RSS before the first request and after one scrape of
 # every endpoint, and the heap profile's profiler_memory_bytes comment; and
 # whether the read-ahead thread was still running at the first request, and
@@ -67,6 +68,13 @@ one_run() { # mode: targeted|lazy|preload
         one=$(timed $pid "$base/goroutine?debug=2")
         g_warm+=" ${one% *}"; g_warm_cpu+=" ${one#* }"
     done
+    # A warm dump after as long a pause as the first had since the read-ahead's
+    # last capture (GAP_SECONDS, default 7): threads that ran meanwhile are read and
+    # unwound again (a dump reuses only the stacks of threads that have not run
+    # since the previous one), whatever the symbols.
+    local g_gap g_gap_cpu
+    sleep "${GAP_SECONDS:-7}"
+    read -r g_gap g_gap_cpu < <(timed $pid "$base/goroutine?debug=2")
     local p_first; p_first=$(ms "$base/profile?seconds=1")
     local p_warm=""; for _ in 1 2 3; do p_warm+=" $(ms "$base/profile?seconds=1")"; done
     for t in "" cmdline heap allocs "goroutine?debug=1" goroutine threadcreate block mutex symbol "heap?debug=1"; do
@@ -83,6 +91,9 @@ one_run() { # mode: targeted|lazy|preload
          "goroutine_first_cpu_ms=$g_first_cpu goroutine_warm_cpu_median_ms=$gwc" \
          "ratio_cpu=$(awk -v a="$g_first_cpu" -v b="$gwc" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
          "ratio_wall=$(awk -v a="$g_first" -v b="$gw" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
+         "goroutine_after_gap_ms=$g_gap goroutine_after_gap_cpu_ms=$g_gap_cpu" \
+         "ratio_cpu_gap=$(awk -v a="$g_first_cpu" -v b="$g_gap_cpu" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
+         "ratio_wall_gap=$(awk -v a="$g_first" -v b="$g_gap" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
          "profile1s_first_ms=$p_first profile1s_warm_median_ms=$pw" \
          "profile_ratio=$(awk -v a="$p_first" -v b="$pw" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
          "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own" \

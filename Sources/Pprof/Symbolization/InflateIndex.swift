@@ -12,8 +12,8 @@ import Glibc
 /// inflated the whole section again, 5-11 ms of CPU for one dump. Kept
 /// instead: deflate block boundaries about `spacing` bytes of output apart,
 /// noted during the first inflate, each with the 32 KiB of output before it
-/// (the farthest deflate's back-references reach): ~5 points for libc,
-/// 160 KiB, and a later unit costs the inflate of at most `spacing` bytes
+/// (the farthest deflate's back-references reach): four or five points for libc,
+/// up to 160 KiB, and a later unit costs the inflate of at most about `spacing` bytes
 /// before it. Immutable once built; the compressed bytes stay in the mapped
 /// file, which the owner keeps mapped.
 struct InflateIndex: @unchecked Sendable {
