@@ -91,7 +91,14 @@ common_skips=(
 #    inside a tight arithmetic loop; TSan defers the signal until the thread
 #    enters its runtime, which that loop never does, so the thread does not
 #    answer in time (as for libraryUnloadedBetweenCaptureAndUnwind). The
-#    chain in dumps is still read under TSan by the churn and goroutine tests.
+#    chain in dumps is still read under TSan by the churn test.
+#  - AsyncStackTests goroutineDebug2ShowsChain: for the same reason the
+#    dump signal reaches the spinning thread inside TSan's runtime
+#    (`__tsan::MemoryAccess`, no frame pointers), where the handler's walk
+#    to the awaiting callers can be cut: the chain was missing in 1 of 16
+#    runs of 6c9799b and 6 of 19 of 721b461 under TSan, 0 of 12 of the
+#    latter uninstrumented, where it is checked as written. The churn test
+#    counts chains under TSan and allows cut ones.
 #  - FaultLoadTests hammerEveryEndpoint: it wants 32 requests from 16
 #    clients in 5 s; instrumented by TSan on 2 cores the server answered 25.
 #    Uninstrumented and under ASan it is checked as written.
@@ -103,6 +110,7 @@ common_skips=(
 #    what the process sees under it; checked uninstrumented and under ASan.
 thread_skips=(
     'AsyncStackTests/threadDumpShowsChain'
+    'AsyncStackTests/goroutineDebug2ShowsChain'
     'FaultLoadTests/hammerEveryEndpoint'
     'AsyncStackTests/syncStacksUnchanged'
     'FaultSignalChainTests/appHandlerIsChained'
