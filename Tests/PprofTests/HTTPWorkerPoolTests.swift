@@ -34,4 +34,3 @@ import Testing
         #expect(waitUntil { pool.threadCount == 0 }, "a stopped pool started a thread")
     }
 }
-

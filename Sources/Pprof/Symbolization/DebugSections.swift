@@ -148,7 +148,12 @@ final class DWARFSectionSet: @unchecked Sendable {
 
     /// .debug_str and .debug_line_str as this set has them (line headers'
     /// file names point into them), for a partial set.
-    var stringSections: [DebugSectionData?] { [owned[1], owned[2]] }
+    var stringSections: [DebugSectionData?] { Array(owned[1..<Self.lineNames.count]) }
+
+    /// Sections in this order: the line tables' three, then .debug_info's.
+    private static let lineNames = [".debug_line", ".debug_str", ".debug_line_str"]
+    private static let infoNames = [".debug_info", ".debug_abbrev", ".debug_str_offsets", ".debug_addr",
+                                    ".debug_ranges", ".debug_rnglists"]
 
     /// nil if the image has neither .debug_line nor .debug_info.
     /// - Parameters:
@@ -156,48 +161,43 @@ final class DWARFSectionSet: @unchecked Sendable {
     ///   - linesOnly: only what line tables need (.debug_line and its string
     ///     sections): a separate debug file's .debug_info, unused then, is
     ///     most of its size (libc's: 5.8 MB, compressed).
-    init?(image: ELFImage, file: MappedFile?, linesOnly: Bool) {
+    convenience init?(image: ELFImage, file: MappedFile?, linesOnly: Bool) {
         let sections = image.sectionsByName()
         func section(_ name: String) -> DebugSectionData? { image.debugSection(name, in: sections) }
-        let lineNames = [".debug_line", ".debug_str", ".debug_line_str"]
-        let infoNames = [".debug_info", ".debug_abbrev", ".debug_str_offsets", ".debug_addr", ".debug_ranges",
-                         ".debug_rnglists"]
         let lineIndex: InflateIndex?
         let owned: [DebugSectionData?]
         if linesOnly, let (stream, size) = image.zlibSection(".debug_line", in: sections),
            let (line, index) = InflateIndex.inflating(stream, size: size) {
             lineIndex = index
-            owned = [line] + lineNames.dropFirst().map(section)
+            owned = [line] + Self.lineNames.dropFirst().map(section)
         } else {
             lineIndex = nil
-            owned = (linesOnly ? lineNames : lineNames + infoNames).map(section)
+            owned = (linesOnly ? Self.lineNames : Self.lineNames + Self.infoNames).map(section)
         }
         guard owned[0] != nil || !linesOnly && owned[3] != nil else { return nil }
-        self.lineIndex = lineIndex
-        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        let bytes = owned.map { $0?.bytes ?? empty } + Array(repeating: empty, count: linesOnly ? infoNames.count : 0)
-        line = DWARFLineSections(line: bytes[0], lineStr: bytes[2], str: bytes[1])
-        info = DWARFInfoSections(info: bytes[3], abbrev: bytes[4], str: bytes[1], lineStr: bytes[2],
-                                 strOffsets: bytes[5], addr: bytes[6], ranges: bytes[7], rnglists: bytes[8])
-        ownsInflatedData = owned.contains { $0?.isOwned == true }
-        inflatedBytes = owned.reduce(0) { $0 + ($1?.isOwned == true ? $1?.bytes.count ?? 0 : 0) }
-        self.owned = owned
-        self.file = file
+        self.init(owned: owned, lineIndex: lineIndex, file: file)
     }
 
     /// Lines only, from a .debug_line of which only some units' bytes were
     /// inflated (`InflateIndex.inflating(_:)`) and the string sections of a
     /// full set.
-    init(partialLine line: DebugSectionData, strings: [DebugSectionData?], file: MappedFile?) {
+    convenience init(partialLine line: DebugSectionData, strings: [DebugSectionData?], file: MappedFile?) {
+        self.init(owned: [line] + strings, lineIndex: nil, file: file)
+    }
+
+    /// `owned`: the sections in the order of `lineNames` then `infoNames`;
+    /// missing ones (or all of .debug_info's) read as empty.
+    private init(owned: [DebugSectionData?], lineIndex: InflateIndex?, file: MappedFile?) {
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        let str = strings.first.flatMap { $0 }, lineStr = strings.dropFirst().first.flatMap { $0 }
-        self.line = DWARFLineSections(line: line.bytes, lineStr: lineStr?.bytes ?? empty, str: str?.bytes ?? empty)
-        info = DWARFInfoSections(info: empty, abbrev: empty, str: str?.bytes ?? empty, lineStr: lineStr?.bytes ?? empty,
-                                 strOffsets: empty, addr: empty, ranges: empty, rnglists: empty)
-        owned = [line, str, lineStr]
+        let all = Self.lineNames.count + Self.infoNames.count
+        let bytes = owned.map { $0?.bytes ?? empty } + Array(repeating: empty, count: max(0, all - owned.count))
+        line = DWARFLineSections(line: bytes[0], lineStr: bytes[2], str: bytes[1])
+        info = DWARFInfoSections(info: bytes[3], abbrev: bytes[4], str: bytes[1], lineStr: bytes[2],
+                                 strOffsets: bytes[5], addr: bytes[6], ranges: bytes[7], rnglists: bytes[8])
         ownsInflatedData = owned.contains { $0?.isOwned == true }
         inflatedBytes = owned.reduce(0) { $0 + ($1?.isOwned == true ? $1?.bytes.count ?? 0 : 0) }
-        lineIndex = nil
+        self.lineIndex = lineIndex
+        self.owned = owned
         self.file = file
     }
 }

@@ -34,7 +34,6 @@ enum SymbolPreload {
 
     private static let started = Atomic<Bool>(false)
 
-
     /// What the process's read-ahead did, for the heap profile's comment:
     /// what it costs the app is measured on the app (Docs/Benchmarks.md).
     private struct Report {
