@@ -45,6 +45,8 @@ timed() {
     after=$(pprof_cpu_us "$1")
     echo "$wall $(awk -v d=$((after - before)) 'BEGIN {printf "%.1f", d / 1000}')"
 }
+# a / b to two decimals, 0 if b is 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 one_run() { # mode: targeted|lazy|preload
@@ -89,13 +91,13 @@ one_run() { # mode: targeted|lazy|preload
     local gw gwc pw; gw=$(echo $g_warm | median); gwc=$(echo $g_warm_cpu | median); pw=$(echo $p_warm | median)
     echo "$mode load=$load goroutine_first_ms=$g_first goroutine_warm_median_ms=$gw" \
          "goroutine_first_cpu_ms=$g_first_cpu goroutine_warm_cpu_median_ms=$gwc" \
-         "ratio_cpu=$(awk -v a="$g_first_cpu" -v b="$gwc" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
-         "ratio_wall=$(awk -v a="$g_first" -v b="$gw" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
+         "ratio_cpu=$(ratio "$g_first_cpu" "$gwc")" \
+         "ratio_wall=$(ratio "$g_first" "$gw")" \
          "goroutine_after_gap_ms=$g_gap goroutine_after_gap_cpu_ms=$g_gap_cpu" \
-         "ratio_cpu_gap=$(awk -v a="$g_first_cpu" -v b="$g_gap_cpu" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
-         "ratio_wall_gap=$(awk -v a="$g_first" -v b="$g_gap" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
+         "ratio_cpu_gap=$(ratio "$g_first_cpu" "$g_gap_cpu")" \
+         "ratio_wall_gap=$(ratio "$g_first" "$g_gap")" \
          "profile1s_first_ms=$p_first profile1s_warm_median_ms=$pw" \
-         "profile_ratio=$(awk -v a="$p_first" -v b="$pw" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
+         "profile_ratio=$(ratio "$p_first" "$pw")" \
          "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own" \
          "rss_anon_file_before_kib=$split0 rss_anon_file_after_kib=$split1" \
          "read_ahead=$ahead goroutine_warm_cpu_ms=$(echo $g_warm_cpu | tr ' ' ',')"
