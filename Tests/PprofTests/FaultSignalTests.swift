@@ -192,10 +192,20 @@ extension ProcessWideStateTests {
             let port = try #require(server.port)
             let stop = FaultFlag()
             let blockedReady = FaultCounter()
+            // The sleepers wait on this pipe, written at the end: a thread
+            // waking every 100 ms was caught runnable by a dump on a loaded
+            // machine (then it needs the signal it blocks, and has no stack).
+            var wake: [Int32] = [0, 0]
+            try #require(pipe(&wake) == 0)
+            let wakeReader = wake[0]
             var threads: [pthread_t] = []
             defer {
                 stop.set()
+                var byte: UInt8 = 1
+                _ = write(wake[1], &byte, 1)
                 threads.forEach { pthread_join($0, nil) }
+                close(wake[0])
+                close(wake[1])
             }
             for i in 0..<4 {
                 // Two busy (their CPU timers fire into the blocked mask), two asleep.
@@ -206,7 +216,12 @@ extension ProcessWideStateTests {
                     sigaddset(&set, SIGPROF)
                     pthread_sigmask(SIG_BLOCK, &set, nil)
                     blockedReady.add()
-                    if i < 2 { _ = faultBurn(until: stop) } else { while !stop.isSet { usleep(100_000) } }
+                    if i < 2 {
+                        _ = faultBurn(until: stop)
+                    } else {
+                        var fd = pollfd(fd: wakeReader, events: Int16(POLLIN), revents: 0)
+                        while !stop.isSet { _ = poll(&fd, 1, 5_000) }
+                    }
                     // Unblocked with signals still pending: our timer's and the
                     // dump's, from sessions long over. Must be harmless.
                     pthread_sigmask(SIG_UNBLOCK, &set, nil)

@@ -33,4 +33,32 @@ import Testing
         pool.startWaitingThread()
         #expect(waitUntil { pool.threadCount == 0 }, "a stopped pool started a thread")
     }
+
+    /// The server's own work (the read-ahead's rehearsal of a first
+    /// request) runs on a pool thread, where requests run; a stopped pool
+    /// refuses it.
+    @Test func ownWorkRunsOnAPoolThread() {
+        let pool = HTTPWorkerPool(maxWorkers: 4, maxPerClient: 4)
+        pool.startWaitingThread()
+        let ranOn = Locked<String?>(nil)
+        #expect(pool.run { ranOn.withLock { $0 = currentThreadName() } })
+        #expect(waitUntil { ranOn.value != nil }, "the body never ran")
+        #expect(ranOn.value == "pprof-worker")
+        #expect(pool.threadCount == 1, "the body started a thread of its own")
+        _ = pool.stop()
+        #expect(!pool.run { ranOn.withLock { $0 = "after stop" } })
+        Clock.sleep(.milliseconds(50))
+        #expect(ranOn.value == "pprof-worker")
+    }
+}
+
+/// The calling thread's name, from /proc (Glibc's module lacks pthread_getname_np).
+private func currentThreadName() -> String {
+    let fd = open("/proc/thread-self/comm", O_RDONLY)
+    guard fd >= 0 else { return "" }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: 32)
+    let count = read(fd, &bytes, bytes.count)
+    guard count > 0 else { return "" }
+    return String(decoding: bytes.prefix(count).prefix { $0 != 10 }, as: UTF8.self)
 }

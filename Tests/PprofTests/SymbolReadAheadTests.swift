@@ -81,6 +81,54 @@ import Testing
         }
     }
 
+    /// The read-ahead's rehearsal of a first `/goroutine?debug=2` renders
+    /// the capture it is given (it takes no dump at its low priority) through
+    /// the endpoints and the symbolizer, whose cache then holds that
+    /// capture's frames, as after a request.
+    @Test func rehearsalRendersTheGivenCaptureThroughTheSymbolizer() throws {
+        let capture = ThreadDumper.dump()
+        let one = try #require(capture.first { $0.answered && !$0.stack.isEmpty })
+        let text = GoroutineProfile(captured: [one]).text(debug: 2, symbols: Symbolizer())
+        #expect(text.hasPrefix("goroutine \(one.tid) "), "\(text.prefix(200))")
+        #expect(text.components(separatedBy: "\ngoroutine ").count == 1, "one thread's block only")
+
+        let symbolizer = Symbolizer()
+        #expect(symbolizer.cacheUsage.addresses == 0)
+        SymbolPreload.rehearse([one], symbolizer: symbolizer)
+        let cached = symbolizer.cacheUsage.addresses
+        #expect(cached > 0)
+        _ = symbolizer.frames(at: GoroutineProfile.adjusted(one.stack))
+        #expect(symbolizer.cacheUsage.addresses == cached, "the capture's frames were cached by the rehearsal")
+    }
+
+    /// What a read-ahead inflated (libc's compressed line section, from
+    /// libc6-dbg) stays through the rehearsal's batch, which reads no new
+    /// unit; the next batch that reads none of libc's units lets it go.
+    @Test func rehearsalKeepsWhatTheReadAheadInflated() throws {
+        let getpidAddress = unsafeBitCast(getpid as @convention(c) () -> pid_t, to: UnsafeRawPointer.self)
+        let address = UInt64(UInt(bitPattern: getpidAddress))
+        let symbolizer = Symbolizer()
+        func held() -> Bool { symbolizer.state.withLock { !$0.inflatedHeld.isEmpty } }
+        symbolizer.readAhead([address])
+        try #require(held(), "libc's line section is read inflated (libc6-dbg, Scripts/install-deps.sh)")
+        symbolizer.holdingInflatedSections { _ = symbolizer.frames(at: [address]) }
+        #expect(held())
+        _ = symbolizer.frames(at: [address])
+        #expect(!held())
+    }
+
+    /// A serving `PprofServer` offers its worker threads to the rehearsal
+    /// (which then runs where requests run), and withdraws them when it stops.
+    @Test func servingServerOffersItsWorkers() throws {
+        let server = PprofServer(configuration: .init(host: "127.0.0.1", port: 0))
+        let id = ObjectIdentifier(server)
+        #expect(!SymbolPreload.workerOwners.contains(id))
+        try server.start()
+        #expect(SymbolPreload.workerOwners.contains(id))
+        server.stop()
+        #expect(!SymbolPreload.workerOwners.contains(id))
+    }
+
     @Test func offSwitchStartsNothing() {
         let symbolizer = Symbolizer()
         let mode = SymbolPreload.mode(environmentValue: "0")

@@ -11,6 +11,14 @@ struct GoroutineProfile: NamedProfile {
     /// How long a dump waits for threads to answer.
     static let deadlineMilliseconds = 200
 
+    /// Threads already captured, rendered by `debug=2` instead of a new
+    /// dump: the symbol read-ahead's rehearsal of a first request, which
+    /// must not take a dump (and hold the dump lock) at its low priority.
+    /// Nil for the served profile.
+    let captured: [ThreadSnapshot]?
+
+    init(captured: [ThreadSnapshot]? = nil) { self.captured = captured }
+
     func count() -> Int { liveThreadIDs().count }
 
     func unavailableReason() -> String? { threadListingFailure() }
@@ -47,7 +55,7 @@ struct GoroutineProfile: NamedProfile {
     /// stack is symbolized and written once, then reused (a dump of 1000
     /// threads has a few dozen distinct stacks).
     private func fullDump(symbols: some SymbolSource) -> String {
-        Self.fullDump(ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds), symbols: symbols)
+        Self.fullDump(captured ?? ThreadDumper.dump(deadlineMilliseconds: Self.deadlineMilliseconds), symbols: symbols)
     }
 
     /// The `debug=2` text of threads already captured (the symbol read-ahead

@@ -54,6 +54,12 @@ final class HTTPServer: Sendable {
         core.stop()
     }
 
+    /// Runs `body` on a worker thread, queued as a request would be: the
+    /// server's own work. False when stopped or no worker thread could start.
+    func runOnWorker(_ body: @escaping @Sendable () -> Void) -> Bool {
+        core.runOnWorker(body)
+    }
+
     /// Connections open now, idle ones included (for tests).
     var activeConnectionCount: Int {
         core.openConnections
@@ -154,8 +160,9 @@ final class HTTPServerCore: Sendable {
         SocketIO.closeDescriptor(running.wakeReader)
         SocketIO.closeDescriptor(running.wakeWriter)
         for job in pool.stop() {
-            job.connection.shutdownForStop()
-            closed(job.connection)
+            guard let connection = job.connection else { continue }
+            connection.shutdownForStop()
+            closed(connection)
         }
         let deadline = Deadline.now().adding(milliseconds: Self.stopGraceMilliseconds)
         while openConnections > 0 && !deadline.hasPassed {
@@ -175,6 +182,11 @@ final class HTTPServerCore: Sendable {
     func closed(_ connection: HTTPClientConnection) {
         connection.close()
         open.subtract(1, ordering: .relaxed)
+    }
+
+    /// `HTTPServer.runOnWorker`.
+    func runOnWorker(_ body: @escaping @Sendable () -> Void) -> Bool {
+        pool.run(body)
     }
 
     /// Event loop: hands a request to the pool. False when no worker thread

@@ -19,8 +19,9 @@ final class HTTPWorkerPool: @unchecked Sendable {
         let id: Int
         /// Who sent it (for the per-client limit).
         let client: String
-        /// Its connection, for closing it if the job never runs.
-        let connection: HTTPClientConnection
+        /// Its connection, for closing it if the job never runs; nil for
+        /// the server's own work (`run(_:)`).
+        let connection: HTTPClientConnection?
         let run: @Sendable () -> Void
     }
 
@@ -75,6 +76,15 @@ final class HTTPWorkerPool: @unchecked Sendable {
             queue.removeAll { $0.id == job.id }
             return false
         }
+    }
+
+    /// Runs `body` on a pool thread, queued as a request would be: the
+    /// server's own work, with no connection (the symbol read-ahead's
+    /// rehearsal of a first request, so that it runs where requests run, at
+    /// their priority). Returns false if the pool is stopped or no thread
+    /// could start.
+    func run(_ body: @escaping @Sendable () -> Void) -> Bool {
+        submit(Job(id: -1, client: "", connection: nil, run: body))
     }
 
     /// Threads started and not yet ended.

@@ -160,6 +160,10 @@ public final class PprofServer: Sendable {
         case let .unix(path): .unix(path: path)
         }
         bound.withLock { $0 = address }
+        // The read-ahead's rehearsal of a first request runs on this server's workers.
+        SymbolPreload.offerWorkers(owner: ObjectIdentifier(self)) { [weak http] body in
+            http?.runOnWorker(body) ?? false
+        }
         logger?.info("pprof server listening", metadata: ["address": "\(address)"])
         if case let .tcp(host, _) = address, !HostCheck.isLoopbackName(host.lowercased()) {
             warn("pprof server listens on a non-loopback address \(address); profiles reveal code and data",
@@ -181,6 +185,7 @@ public final class PprofServer: Sendable {
     /// Stops listening, closes open connections (a CPU profile in flight
     /// ends early and sampling stops). Safe to call more than once.
     public func stop() {
+        SymbolPreload.withdrawWorkers(owner: ObjectIdentifier(self))
         HeapSampler.ownWork { http.stop() }
     }
 

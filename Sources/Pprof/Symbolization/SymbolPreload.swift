@@ -135,31 +135,61 @@ enum SymbolPreload {
                 }
             }
             // The mappings profiles list (build ids read from each file), under the lock: cheap.
-            let mappings = symbolizer.executableMappings()
+            _ = symbolizer.executableMappings()
             _ = cpprof_lower_thread_priority()
             let found = symbolizer.readAhead(Array(addresses) + requestPathAddresses)
             // Their short names too (computed outside the cache's lock).
             for frames in found.values { _ = ShortNameCache.shared.shortened(frames) }
-            // Then the last capture rendered as `/goroutine?debug=2` renders it
-            // (its result dropped): the formatting's own first use (the
-            // runtime's type metadata and conformances, the names' caches)
-            // is paid here, not by the first request (Docs/Benchmarks.md,
-            // "First scrape: a rehearsal"). From the frames just found, not
-            // through the symbolizer: a batch there that reads no unit of an
-            // object lets go of its inflated sections, which the first
-            // request may still need.
-            let rehearsal = FoundFrames(frames: found, mappings: mappings)
-            _ = GoroutineProfile.fullDump(last, symbols: FunctionNames(base: rehearsal, full: false))
+            // Then a `/goroutine?debug=2` answered as a request answers it,
+            // its text dropped: the request path's own first use (the
+            // runtime's type metadata and conformances for the endpoint's
+            // generic code, lazily bound functions, the symbolizer's batch
+            // and cache, the names of the dumping thread's own frames) is
+            // paid here, not by the first request (Docs/Benchmarks.md,
+            // "First scrape: the request path rehearsed"). On a worker of
+            // the server if one was offered: where requests run, at their
+            // priority, with a dump of its own. Else here, from the last
+            // capture: no dump (and its lock) taken at nice 19.
+            let worker = symbolizer === Symbolizer.shared ? serverWorkers.withLock { $0.first?.run } : nil
+            if worker?({ rehearse(nil, symbolizer: symbolizer) }) != true {
+                rehearse(last, symbolizer: symbolizer)
+            }
             return addresses.count
         }
     }
 }
 
-/// The frames a read-ahead found, as a symbol source; nothing else is known.
-private struct FoundFrames: SymbolSource {
-    let frames: [UInt64: [SymbolizedFrame]]
-    let mappings: [ExecutableMapping]
+extension SymbolPreload {
+    /// Runs a body on a server's worker thread; false if it could not.
+    typealias WorkerRunner = @Sendable (@escaping @Sendable () -> Void) -> Bool
+    /// Servers serving now, in the order they started.
+    private static let serverWorkers = Mutex<[(owner: ObjectIdentifier, run: WorkerRunner)]>([])
 
-    func executableMappings() -> [ExecutableMapping] { mappings }
-    func frames(at address: UInt64) -> [SymbolizedFrame] { frames[address] ?? [] }
+    /// A started `PprofServer` offers its worker threads for the rehearsal
+    /// until it stops; the rehearsal uses the first server still serving.
+    static func offerWorkers(owner: ObjectIdentifier, run: @escaping WorkerRunner) {
+        serverWorkers.withLock { $0.append((owner, run)) }
+    }
+
+    static func withdrawWorkers(owner: ObjectIdentifier) {
+        serverWorkers.withLock { $0.removeAll { $0.owner == owner } }
+    }
+
+    /// The servers whose workers are offered (for tests).
+    static var workerOwners: [ObjectIdentifier] { serverWorkers.withLock { $0.map(\.owner) } }
+
+    /// Answers `GET /debug/pprof/goroutine?debug=2` for `threads` (nil: a
+    /// dump of its own, as a request takes) through the endpoints with
+    /// default settings, as the server would, and drops the answer. What
+    /// the read-ahead inflated stays through it, for the first request: at
+    /// the end of a batch that read none of libc's units it would be let
+    /// go (Docs/Benchmarks.md, "First scrape: a rehearsal of the dump's
+    /// text", on a first version that did so).
+    static func rehearse(_ threads: [ThreadSnapshot]?, symbolizer: Symbolizer) {
+        let endpoints = PprofEndpoints(settings: EndpointSettings(), symbols: symbolizer,
+                                       profiles: [GoroutineProfile(captured: threads)])
+        symbolizer.holdingInflatedSections {
+            _ = endpoints.handle(HTTPRequest(method: "GET", target: "/debug/pprof/goroutine?debug=2"))
+        }
+    }
 }

@@ -100,6 +100,16 @@ final class Symbolizer: Sendable {
         return table
     }
 
+    /// Runs `body` with no inflated debug section let go at the end of a
+    /// batch, its own or a concurrent request's: the read-ahead's rehearsal
+    /// of a request reads no new unit, and would otherwise free the sections
+    /// the read-ahead just inflated, which the first request may still need.
+    func holdingInflatedSections<T>(_ body: () -> T) -> T {
+        state.withLock { $0.inflatedHolds += 1 }
+        defer { state.withLock { $0.inflatedHolds -= 1 } }
+        return body()
+    }
+
     /// Reading an object's tables allocates several times what is kept
     /// (candidate lists, builders); freed, that memory would stay in the
     /// allocator's free lists, counted in the process's RSS, for good. After
@@ -190,6 +200,8 @@ struct SymbolizerState {
 
     /// Objects whose DWARF tables hold inflated sections.
     var inflatedHeld: Set<LoadedObject> = []
+    /// While above 0, no batch lets go of them (`Symbolizer.holdingInflatedSections`).
+    var inflatedHolds = 0
     /// Objects that read DWARF units under this acquisition of the lock.
     var readNow: Set<LoadedObject> = []
 
@@ -199,7 +211,7 @@ struct SymbolizerState {
     /// stacks of the first few requests keep bringing new units).
     mutating func endBatch() {
         failedNow = []
-        for object in inflatedHeld where !readNow.contains(object) {
+        for object in inflatedHeld where !readNow.contains(object) && inflatedHolds == 0 {
             debugInfo[object]?.releaseInflatedSections()
             inflatedHeld.remove(object)
         }
