@@ -100,7 +100,8 @@ one_run() { # mode: targeted|lazy|preload
          "profile_ratio=$(ratio "$p_first" "$pw")" \
          "preload_running_at_first_request=$preloading rss_before_kib=$rss0 rss_after_kib=$rss1 profiler_memory_bytes=$own" \
          "rss_anon_file_before_kib=$split0 rss_anon_file_after_kib=$split1" \
-         "read_ahead=$ahead goroutine_warm_cpu_ms=$(echo $g_warm_cpu | tr ' ' ',')"
+         "read_ahead=$ahead goroutine_warm_cpu_ms=$(echo $g_warm_cpu | tr ' ' ',')" \
+         "goroutine_warm_ms=$(echo $g_warm | tr ' ' ',')"
 }
 
 read -r -a modes <<< "${MODES:-targeted lazy preload}"

@@ -102,8 +102,9 @@ final class Symbolizer: Sendable {
 
     /// Runs `body` with no inflated debug section let go at the end of a
     /// batch, its own or a concurrent request's: the read-ahead's rehearsal
-    /// of a request reads no new unit, and would otherwise free the sections
-    /// the read-ahead just inflated, which the first request may still need.
+    /// of a request mostly finds its units read already, and a batch that
+    /// reads none of an image's units would free the sections the
+    /// read-ahead just inflated, which the first request may still need.
     func holdingInflatedSections<T>(_ body: () -> T) -> T {
         state.withLock { $0.inflatedHolds += 1 }
         defer { state.withLock { $0.inflatedHolds -= 1 } }
