@@ -4,7 +4,7 @@ import Synchronization
 
 /// `wall-cost`: what a `/debug/fgprof` profile costs the process. 100 (or
 /// --threads) application threads behave like a server's workers: each wakes
-/// every 50 ms, works about 50 µs, and sleeps again. A run measures the
+/// every 50 ms (or --wake-ms), works about 50 µs, and sleeps again. A run measures the
 /// process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`, every thread) over a
 /// window of --seconds, with a `/debug/fgprof?seconds=N+1` request running
 /// or without one; runs alternate, profiled first in odd pairs and last in
@@ -12,12 +12,16 @@ import Synchronization
 enum WallCost {
     struct Options {
         var threads = 100
+        /// How often each thread wakes. Every wake-up between two ticks
+        /// costs the sampler a read of where the thread blocks again.
+        var wakeMilliseconds = 50
         var seconds = 5
         var pairs = 7
         var summary: String?
     }
 
     static func run(_ options: Options) {
+        guard options.wakeMilliseconds > 0 else { fatal("--wake-ms needs a positive number of milliseconds") }
         let summary = Summary(path: options.summary)
         let server: PprofServer
         do { server = try PprofServer.start(.init(host: "127.0.0.1", port: 0)) } catch { fatal("pprof server: \(error)") }
@@ -27,9 +31,11 @@ enum WallCost {
         for i in 0..<options.threads {
             _ = spawnThread(name: "wall-worker") {
                 var x = UInt64(i) &+ 0x9E37_79B9_7F4A_7C15
-                var ts = timespec(tv_sec: 0, tv_nsec: 50_000_000)
-                // Spread the wake-ups over the 50 ms.
-                var first = timespec(tv_sec: 0, tv_nsec: (i * 50_000_000) / max(options.threads, 1))
+                let period = options.wakeMilliseconds * 1_000_000
+                var ts = timespec(tv_sec: period / 1_000_000_000, tv_nsec: period % 1_000_000_000)
+                // Spread the wake-ups over the period.
+                let offset = (i * period) / max(options.threads, 1)
+                var first = timespec(tv_sec: offset / 1_000_000_000, tv_nsec: offset % 1_000_000_000)
                 nanosleep(&first, nil)
                 while !stop.load(ordering: .relaxed) {
                     let t0 = monotonicNanoseconds()
@@ -42,7 +48,7 @@ enum WallCost {
             }
         }
         sleepNanoseconds(500_000_000)
-        printOut("## wall-cost: \(options.threads) threads (each 50 µs of work every 50 ms); process CPU over \(options.seconds) s "
+        printOut("## wall-cost: \(options.threads) threads (each 50 µs of work every \(options.wakeMilliseconds) ms); process CPU over \(options.seconds) s "
                  + "windows, with and without /debug/fgprof running (99 Hz per thread); \(options.pairs) pairs")
         func window(profiled: Bool) -> Double {
             var client: pthread_t?

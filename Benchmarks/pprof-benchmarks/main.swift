@@ -17,7 +17,7 @@ let usage = """
                    [--heaptrack PATH] [--summary FILE]
       heap-endpoint [--live N] [--stacks N] [--requests N] [--summary FILE]
       thread-dump  [--threads 10,100,1000] [--requests N] [--busy N] [--summary FILE]
-      wall-cost    [--threads 100] [--seconds 5] [--pairs 7] [--summary FILE]
+      wall-cost    [--threads 100] [--wake-ms 50] [--seconds 5] [--pairs 7] [--summary FILE]
       alloc-only   --mode micro|workload [--rate N] [--per-batch N] [--batches N] [--threads K] [--rounds N]
                    [--runs N] [--count-allocations 1]
                    (one child run of the heap benchmarks; prints a RESULT line)
@@ -142,9 +142,10 @@ case "thread-dump":
     t.summary = o["summary"]
     ThreadDump.run(t)
 case "wall-cost":
-    let o = options(["threads", "seconds", "pairs", "summary"])
+    let o = options(["threads", "wake-ms", "seconds", "pairs", "summary"])
     var w = WallCost.Options()
     w.threads = int(o, "threads", w.threads)
+    w.wakeMilliseconds = int(o, "wake-ms", w.wakeMilliseconds)
     w.seconds = int(o, "seconds", w.seconds)
     w.pairs = int(o, "pairs", w.pairs)
     w.summary = o["summary"]
