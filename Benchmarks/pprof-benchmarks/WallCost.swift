@@ -31,11 +31,10 @@ enum WallCost {
         for i in 0..<options.threads {
             _ = spawnThread(name: "wall-worker") {
                 var x = UInt64(i) &+ 0x9E37_79B9_7F4A_7C15
-                let period = options.wakeMilliseconds * 1_000_000
-                var ts = timespec(tv_sec: period / 1_000_000_000, tv_nsec: period % 1_000_000_000)
+                let period = Int64(options.wakeMilliseconds) * 1_000_000
+                var ts = timespec(nanoseconds: period)
                 // Spread the wake-ups over the period.
-                let offset = (i * period) / max(options.threads, 1)
-                var first = timespec(tv_sec: offset / 1_000_000_000, tv_nsec: offset % 1_000_000_000)
+                var first = timespec(nanoseconds: Int64(i) * period / Int64(max(options.threads, 1)))
                 nanosleep(&first, nil)
                 while !stop.load(ordering: .relaxed) {
                     let t0 = monotonicNanoseconds()
@@ -83,6 +82,4 @@ enum WallCost {
         server.stop()
         summary.write()
     }
-
-    private static func processCPUNanoseconds() -> Int64 { readClock(CLOCK_PROCESS_CPUTIME_ID) }
 }

@@ -141,8 +141,14 @@ func sleepNanoseconds(_ nanoseconds: Int64) {
     while true {
         let left = deadline - monotonicNanoseconds()
         if left <= 0 { return }
-        var ts = timespec(tv_sec: Int(left / 1_000_000_000), tv_nsec: Int(left % 1_000_000_000))
+        var ts = timespec(nanoseconds: left)
         _ = nanosleep(&ts, nil)
+    }
+}
+
+extension timespec {
+    init(nanoseconds: Int64) {
+        self.init(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     }
 }
 

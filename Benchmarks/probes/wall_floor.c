@@ -86,6 +86,7 @@ static void *sampler(void *arg) {
     int64_t last[MAX_THREADS];
     char path[64], buf[256];
     uint8_t *copy = malloc(copy_bytes);
+    if (copy == NULL) { perror("wall_floor: malloc"); exit(1); }
     pid_t pid = getpid();
     for (int i = 0; i < nthreads; i++) {
         snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tids[i]);
@@ -105,9 +106,12 @@ static void *sampler(void *arg) {
             if (n <= 0) continue;
             buf[n] = 0;
             if (buf[0] == 'r') { running++; last[i] = -1; continue; }
-            // "nr a0 a1 a2 a3 a4 a5 sp pc": the eighth number is sp.
-            char *p = buf;
-            for (int field = 0; field < 7 && p; field++) { p = strchr(p, ' '); if (p) p++; }
+            // "nr a0 a1 a2 a3 a4 a5 sp pc", or "-1 sp pc" outside a system
+            // call: sp is the last number but one either way.
+            char *pc = strrchr(buf, ' ');
+            if (pc == NULL) continue;
+            *pc = 0;
+            char *p = strrchr(buf, ' ');
             if (p == NULL) continue;
             if (calls < 3) { last[i] = c; continue; }
             uint64_t sp = strtoull(p, NULL, 16) & ~(uint64_t)7;
