@@ -214,6 +214,7 @@ extension ProcessWideStateTests {
             for e in expectations {
                 let tid = try #require(registry.tid(e.role))
                 var snap = try #require(byTid[tid], "thread \(e.name) missing from the dump")
+                let marker = try #require(registry.marker(e.role))
                 // Under ThreadSanitizer the busy loop calls into TSan's runtime,
                 // which has no frame pointers: a dump that catches it there can
                 // cut the loop's own frame (once in CI: the leaf in
@@ -221,7 +222,6 @@ extension ProcessWideStateTests {
                 // caller), as for syncStacksUnchanged in Scripts/sanitizers.sh.
                 // There, up to 5 more dumps; otherwise the first is checked as written.
                 if e.role == "busy" && runningUnderThreadSanitizer {
-                    let marker = try #require(registry.marker(e.role))
                     for _ in 0..<5 where !stack(snap.stack, passesThroughFunctionAt: marker) {
                         if let again = dumpFromHere(registry).first(where: { $0.tid == tid }) { snap = again }
                     }
@@ -229,7 +229,6 @@ extension ProcessWideStateTests {
                 #expect(snap.name == e.name)
                 #expect(snap.answered, "\(e.name) did not answer: \(snap.status)")
                 if let state = e.state { #expect(snap.state == state, "\(e.name) is \(snap.state)") }
-                let marker = try #require(registry.marker(e.role))
                 #expect(stack(snap.stack, passesThroughFunctionAt: marker),
                         "\(e.name): no frame in its Swift function; stack \(snap.stack.map { String($0, radix: 16) })")
             }
